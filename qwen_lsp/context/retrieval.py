@@ -130,7 +130,8 @@ class ContextRetriever:
                 sub = self.index.resolve_module(
                     f"{imp.module}.{original}" if imp.module else original, rel_path, imp.level)
                 if sub and imp.level + len(imp.module) > 0:
-                    module_bindings[local] = sub
+                    module_bindings[local] = sub  # `from pkg import module`
+                    continue
                 target = self.index.resolve_module(imp.module, rel_path, imp.level)
                 if target:
                     bindings[local] = (target, original)
