@@ -73,3 +73,18 @@ class FakeModel:
             if stop in text:
                 text = text[: text.index(stop)]
         return FakeResult(text, [], len(prompt_ids))
+
+
+@dataclass
+class FakeGenerationConfig:
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    stop_strings: tuple = ()
+
+
+def ensure_generation_config(monkeypatch) -> None:
+    """Give ``inference`` a GenerationConfig while the runtime is not merged in."""
+    import inference
+
+    if not hasattr(inference, "GenerationConfig"):
+        monkeypatch.setattr(inference, "GenerationConfig", FakeGenerationConfig, raising=False)
