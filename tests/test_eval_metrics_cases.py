@@ -77,11 +77,13 @@ def test_runner_scores_the_full_pipeline_and_hides_the_answer(tmp_path, monkeypa
         return "items[0].price, rate))\n"
 
     model = FakeModel(reply)
-    for strategy in ("repo", "none", "random-chunks"):
-        rows = run_cases(model, [case], PipelineConfig(strategy=strategy))
-        assert rows[0]["prediction"] == "items[0].price, rate"  # closer balanced away
-        assert rows[0]["em"] == 100.0
-        assert rows[0]["timings"]["context_ms"] >= 0
+    configs = {s: PipelineConfig(strategy=s) for s in ("repo", "none", "random-chunks")}
+    rows = run_cases(model, [case], configs)
+    assert [row["config"] for row in rows] == ["repo", "none", "random-chunks"]
+    for row in rows:
+        assert row["prediction"] == "items[0].price, rate"  # closer balanced away
+        assert row["em"] == 100.0
+        assert row["timings"]["context_ms"] >= 0
     repo_prompt, none_prompt = seen[0], seen[1]
     assert "def net_price(gross: float, rate: float)" in repo_prompt
     assert "def net_price" not in none_prompt
