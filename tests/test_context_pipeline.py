@@ -37,7 +37,7 @@ def test_pipeline_stages_and_timings(workspace, monkeypatch):
     suggestion = pipeline.complete(str(workspace / "blog/main.py"), MAIN, 4, len("    slug = slugify("))
     assert suggestion.text == "post.title"  # one line; the ")" is already there
     assert not suggestion.multiline
-    assert set(suggestion.timings) == {"context_ms", "prompt_ms", "model_ms", "post_ms", "total_ms"}
+    assert set(suggestion.timings) == {"window_ms", "context_ms", "prompt_ms", "model_ms", "post_ms", "total_ms"}
     assert "<|file_sep|>blog/util.py\ndef slugify" in suggestion.prompt.text
     assert suggestion.prompt.text.startswith("<|repo_name|>blog\n")
     # a keystroke on the same line reuses the retrieved context

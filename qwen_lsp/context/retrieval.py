@@ -25,6 +25,7 @@ from .workspace_index import WorkspaceIndex
 NEAR_LINES_BEFORE = 30
 NEAR_LINES_AFTER = 5
 MAX_OUTLINE_MEMBERS = 24
+MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
 self cls this super function const let var return if else elif for while class struct impl fn
@@ -108,6 +109,9 @@ class ContextRetriever:
         cached = self._symbols_cache
         if cached and cached[0] == rel_path and cached[1] == text:
             return cached[2]
+        indexed = self.index.symbols(rel_path)
+        if indexed is not None and self.index.text(rel_path) == text:
+            return indexed  # the editor's didChange already re-indexed this buffer
         symbols = extract_symbols(rel_path, text, language_for_path(rel_path))
         self._symbols_cache = (rel_path, text, symbols)
         return symbols
@@ -300,6 +304,8 @@ class ContextRetriever:
             if any(c.path == snippet.path and c.start_line < snippet.end_line
                    and snippet.start_line < c.end_line for c in chosen):
                 continue
+            if len(snippet.text) > MAX_CHARS_PER_TOKEN * (budget - used):
+                continue  # cannot fit: skip without tokenizing
             snippet.tokens = self.count_tokens(snippet.text) + self.count_tokens(snippet.path) + 2
             if used + snippet.tokens > budget:
                 continue
