@@ -96,7 +96,7 @@ class ContextRetriever:
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
         candidates += self._similar(rel_path, lines, line)
-        head = self._head(rel_path, lines, symbols, line, window) + local
+        head = self._head(rel_path, lines, symbols, line, window, weights) + local
 
         if head_budget_tokens is None:
             head_budget_tokens = budget_tokens // 3
@@ -273,17 +273,10 @@ class ContextRetriever:
         return found
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
-              window: tuple[int, int]) -> list[Snippet]:
-        """The current file's imports and enclosing headers that lie before the window."""
+              window: tuple[int, int], weights: Counter) -> list[Snippet]:
+        """Before the window: the headers enclosing the cursor, then the import statements
+        that bind names used near it."""
         head: list[Snippet] = []
-        import_lines = sorted({imp.line for imp in symbols.imports if imp.line < window[0]})
-        if import_lines:
-            start, end = import_lines[0], import_lines[-1] + 1
-            while end < window[0] and end < len(lines) and (
-                    lines[end].startswith((" ", "\t", ")")) or lines[end].rstrip().endswith(")")):
-                end += 1  # the rest of a parenthesised multi-line import
-            body = "\n".join(lines[start:end])
-            head.append(Snippet(rel_path, start, end, body, "outline", 1.0))
         enclosing = [d for d in symbols.definitions
                      if d.start_line < window[0] and d.end_line >= line]
         for definition in enclosing:
@@ -295,6 +288,16 @@ class ContextRetriever:
                 body += "\n" + indent + "    " + short_doc(definition.doc)
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
+        starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
+                         and any(name in weights for name in imp.bindings)})
+        for start in starts:
+            end, depth = start, 0
+            while end < min(window[0], len(lines)):
+                depth += lines[end].count("(") - lines[end].count(")")
+                end += 1
+                if depth <= 0:
+                    break
+            head.append(Snippet(rel_path, start, end, "\n".join(lines[start:end]), "outline", 1.0))
         return head
 
     # --- budget ----------------------------------------------------------------------------

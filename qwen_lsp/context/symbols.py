@@ -161,8 +161,13 @@ def _imports(root: ts.Node, language: str) -> list[Import]:
     if extract is None:
         return []
     result: list[Import] = []
-    for node in root.children:
-        result.extend(extract(node))
+    nodes = list(root.children)
+    while nodes:
+        node = nodes.pop(0)
+        if node.type == "ERROR":  # a syntax error while typing wraps the top level
+            nodes[:0] = node.children
+        else:
+            result.extend(extract(node))
     return result
 
 
