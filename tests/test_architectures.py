@@ -87,3 +87,16 @@ def test_moe_layer_layout_follows_config(tiny_model_dir):
     lm = load_model(tiny_model_dir("qwen3_moe"))  # decoder_sparse_step=2, mlp_only_layers=[2], 4 layers
     kinds = [type(layer.ffn) for layer in lm.model.layers]
     assert kinds == [GatedMLP, MixtureOfExperts, GatedMLP, MixtureOfExperts]
+
+
+def test_sharded_safetensors_via_index(tiny_model_dir, tmp_path):
+    import shutil
+
+    hf_dir = tiny_model_dir("qwen3")
+    sharded = tmp_path / "sharded"
+    load_reference(hf_dir).save_pretrained(sharded, max_shard_size="60KB")
+    shutil.copy(hf_dir / "tokenizer.json", sharded)
+    assert len(list(sharded.glob("*.safetensors"))) > 1 and (sharded / "model.safetensors.index.json").exists()
+    ids = torch.arange(3, 40)
+    ours = load_model(sharded).model.forward(ids, load_model(sharded).model.new_cache())
+    torch.testing.assert_close(ours, _reference_logits(hf_dir, ids), atol=1e-4, rtol=0)
