@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .cli_generate import add_generate_command
+from .cli_model import add_model_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_generate_command(subparsers)
+    add_model_commands(subparsers)
     return parser
 
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.handler(args)
+        return args.run(args)
     except ModelError as exc:
         print(f"qwen-lsp: error: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ def add_generate_command(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="activation dtype")
     parser.add_argument("--json", action="store_true", help="print one JSON object with text, ids and timings")
-    parser.set_defaults(handler=run_generate)
+    parser.set_defaults(run=run_generate)
 
 
 def run_generate(args: argparse.Namespace) -> int:
