@@ -22,7 +22,7 @@ def _fim(lm, prefix: str, suffix: str) -> str:
 def test_fim_completes_the_right_line(lm):
     middle = _fim(
         lm,
-        'def is_even(n: int) -> bool:\n    """Return True when n is even."""\n    return ',
+        'def is_even(n: int) -> bool:\n    """Return True when n is even."""\n    return',
         "\n\n\nassert is_even(4)\n",
     )
     assert middle.strip().splitlines()[0].replace(" ", "") == "n%2==0"
@@ -35,6 +35,15 @@ def test_fim_fills_a_loop_body(lm):
         "\n    return result\n",
     )
     assert middle.strip().splitlines()[0].replace(" ", "") == "result+=value"
+
+
+def test_fim_writes_a_whole_body_line(lm):
+    middle = _fim(
+        lm,
+        'import math\n\n\ndef circle_area(radius: float) -> float:\n    """Area of a circle."""\n',
+        "\n\n\nprint(circle_area(2.0))\n",
+    )
+    assert middle.splitlines()[0].replace(" ", "") == "returnmath.pi*radius**2"
 
 
 def test_real_tokenizer_keeps_fim_tokens_whole(lm):
