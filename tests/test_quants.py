@@ -10,6 +10,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType as QT
 
+from inference import quants
 from inference.quants import (
     SUPPORTED_QTYPES,
     UnsupportedQuantError,
@@ -69,6 +70,13 @@ def test_leading_dims_are_preserved(qtype):
     assert_matches_reference(ours, raw, qtype)
 
 
+@pytest.mark.parametrize("qtype", sorted(SUPPORTED_QTYPES - {QT.F32, QT.F16, QT.BF16}), ids=lambda t: t.name)
+def test_decoding_in_several_chunks(qtype, monkeypatch):
+    monkeypatch.setattr(quants, "_CHUNK_VALUES", 3 * 256)
+    raw = random_raw(qtype, (5,), n_blocks=8, seed=7)  # chunks of 3 blocks for K types, 24 for the others
+    assert_matches_reference(dequantize(torch.from_numpy(raw), qtype), raw, qtype)
+
+
 @pytest.mark.parametrize("qtype", ALL_QTYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
 def test_out_dtype_is_rounded_float32(qtype, out_dtype):
@@ -95,9 +103,10 @@ def test_read_only_unaligned_mmap_is_not_written(qtype, byte_offset, tmp_path):
 
 
 @pytest.mark.parametrize("qtype", ALL_QTYPES, ids=lambda t: t.name)
-def test_rows_sliced_from_a_wider_buffer(qtype):
-    raw = random_raw(qtype, (4,), n_blocks=2, seed=6)
-    wider = torch.zeros(4, raw.shape[1] + 3, dtype=torch.uint8)
+@pytest.mark.parametrize("rows, n_blocks", [(4, 2), (1, 1)])
+def test_rows_sliced_at_an_odd_offset_of_a_wider_buffer(qtype, rows, n_blocks):
+    raw = random_raw(qtype, (rows,), n_blocks=n_blocks, seed=6)
+    wider = torch.zeros(rows, raw.shape[1] + 3, dtype=torch.uint8)
     wider[:, 1:-2] = torch.from_numpy(raw)
     assert_matches_reference(dequantize(wider[:, 1:-2], qtype), raw, qtype)
 
