@@ -243,11 +243,15 @@ def _fp16_field(blocks: torch.Tensor, offset: int) -> torch.Tensor:
 
 
 def _k_scales_mins(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-32 scales and mins of Q4_K/Q5_K super-blocks, from fp16 d, fp16 dmin and 12 packed 6-bit pairs."""
-    packed = blocks[:, 4:16]
-    low, mid, top = packed[:, 0:4], packed[:, 4:8], packed[:, 8:12]
-    sc = torch.cat([low & 0x3F, (top & 0x0F) | ((low >> 6) << 4)], dim=-1)
-    m = torch.cat([mid & 0x3F, (top >> 4) | ((mid >> 6) << 4)], dim=-1)
-    scales = sc.to(torch.float32).mul_(_fp16_field(blocks, 0).unsqueeze(-1))
-    mins = m.to(torch.float32).mul_(_fp16_field(blocks, 2).unsqueeze(-1))
+    """Per-32 scales and mins of Q4_K/Q5_K super-blocks: fp16 d and dmin times 6-bit sc and m.
+
+    Bytes 4-15 hold (per sub-block j < 4) sc_j and m_j in the low 6 bits of bytes 4+j and 8+j; for
+    j >= 4 their low 4 bits are the nibbles of byte 12+j-4 and their top 2 bits the spare bits 6-7
+    of bytes 4+j-4 and 8+j-4. Four bytes at a time in int32 words.
+    """
+    low, mid, top = blocks.view(torch.int32)[:, 1:4].unbind(-1)
+    sc = torch.stack([low & 0x3F3F3F3F, (top & 0x0F0F0F0F) | ((low >> 2) & 0x30303030)], dim=-1)
+    m = torch.stack([mid & 0x3F3F3F3F, ((top >> 4) & 0x0F0F0F0F) | ((mid >> 2) & 0x30303030)], dim=-1)
+    scales = sc.view(torch.uint8).view(-1, 8).to(torch.float32).mul_(_fp16_field(blocks, 0).unsqueeze(-1))
+    mins = m.view(torch.uint8).view(-1, 8).to(torch.float32).mul_(_fp16_field(blocks, 2).unsqueeze(-1))
     return scales.view(-1), mins.view(-1)
