@@ -11,7 +11,9 @@ integer repacking. They return float32 per-group scales (and mins) of shape
 - symmetric types (Q8_0, Q5_0, Q6_K): int8 codes, ``value = scale * code``
 - asymmetric types (Q4_K, Q5_K): uint8 codes, ``value = scale * code - min``
 
-Groups are 32 values, except Q6_K's 16. `dequantize` is built on the same unpacking.
+Groups are 32 values, except Q6_K's 16. `dequantize` is built on the same unpacking and
+computes the same float32 products as gguf-py's reference. Like GGUF, it assumes a
+little-endian host.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def _check_raw(raw: torch.Tensor, qtype: QT) -> None:
     if raw.dtype != torch.uint8:
         raise TypeError(f"raw GGUF data must be a uint8 tensor, got {raw.dtype}")
     block_bytes = _BLOCK_GEOMETRY[qtype][1]
-    if raw.dim() == 0 or raw.shape[-1] % block_bytes:
+    if raw.dim() == 0 or raw.shape[-1] == 0 or raw.shape[-1] % block_bytes:
         raise ValueError(f"{qtype.name} rows must be whole {block_bytes}-byte blocks, got shape {tuple(raw.shape)}")
 
 

@@ -127,10 +127,21 @@ def test_row_bytes():
 
 
 @pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q4_K, QT.F32])
-def test_partial_block_row_raises(qtype):
-    raw = torch.zeros(2, row_bytes(qtype, block_geometry(qtype)[0]) + 1, dtype=torch.uint8)
+@pytest.mark.parametrize("extra_bytes", [1, -1])
+def test_partial_block_row_raises(qtype, extra_bytes):
+    raw = torch.zeros(2, row_bytes(qtype, block_geometry(qtype)[0]) + extra_bytes, dtype=torch.uint8)
     with pytest.raises(ValueError, match=qtype.name):
         dequantize(raw, qtype)
+
+
+@pytest.mark.parametrize("shape", [(), (2, 0)])
+def test_rows_without_blocks_raise(shape):
+    with pytest.raises(ValueError, match="Q5_0"):
+        dequantize(torch.zeros(shape, dtype=torch.uint8), QT.Q5_0)
+
+
+def test_no_rows_gives_no_rows():
+    assert dequantize(torch.zeros(0, 3 * 22, dtype=torch.uint8), QT.Q5_0).shape == (0, 96)
 
 
 def test_non_uint8_raw_raises():
