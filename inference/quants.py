@@ -79,12 +79,17 @@ def dequantize(raw: torch.Tensor, qtype, out_dtype: torch.dtype = torch.float32)
     n_values = raw.shape[-1] // block_bytes * block_values
     if qtype in _FLOAT_DTYPES:
         return _as_float(raw, qtype).to(out_dtype, copy=True)
-    blocks = raw.reshape(-1, block_bytes)
+    scales_of, codes_of = _UNPACKERS[qtype]
+    blocks = _aligned(raw.reshape(-1, block_bytes))
+    per_group = scales_of(blocks)  # (scales,) or (scales, mins), [n_groups] each
+    groups_per_block = per_group[0].numel() // max(1, blocks.shape[0])
     out = torch.empty(blocks.shape[0] * block_values, dtype=out_dtype)
     step = max(1, _CHUNK_VALUES // block_values)
     for first in range(0, blocks.shape[0], step):
-        chunk = blocks[first:first + step]
-        _decode_into(chunk, qtype, out[first * block_values:(first + chunk.shape[0]) * block_values])
+        last = min(first + step, blocks.shape[0])
+        groups = slice(first * groups_per_block, last * groups_per_block)
+        _decode_into(codes_of(blocks[first:last]), [part[groups] for part in per_group],
+                     out[first * block_values:last * block_values])
     return out.view(*raw.shape[:-1], n_values)
 
 
@@ -131,9 +136,9 @@ def _as_float(raw: torch.Tensor, qtype: QT) -> torch.Tensor:
         return raw.clone(memory_format=torch.contiguous_format).view(dtype)
 
 
-def _decode_into(blocks: torch.Tensor, qtype: QT, out: torch.Tensor) -> None:
-    """Dequantize ``[n_blocks, block_bytes]`` into the flat slice `out`."""
-    scales, *mins, codes = _BLOCK_UNPACKERS[qtype](_aligned(blocks))
+def _decode_into(codes: torch.Tensor, per_group: list[torch.Tensor], out: torch.Tensor) -> None:
+    """Write ``scale * code [- min]`` for ``[n_groups, group]`` codes into the flat slice `out`."""
+    scales, *mins = per_group
     values = out.view(codes.shape) if out.dtype == torch.float32 else torch.empty(codes.shape)
     values.copy_(codes)
     values.mul_(scales.unsqueeze(-1))
@@ -146,7 +151,9 @@ def _decode_into(blocks: torch.Tensor, qtype: QT, out: torch.Tensor) -> None:
 def _unpack(raw: torch.Tensor, qtype: QT) -> tuple[torch.Tensor, ...]:
     """A public helper's result: the block unpacker's pieces, each reshaped to ``[..., n]``."""
     _check_raw(raw, qtype)
-    parts = _BLOCK_UNPACKERS[qtype](_aligned(raw.reshape(-1, _BLOCK_GEOMETRY[qtype][1])))
+    scales_of, codes_of = _UNPACKERS[qtype]
+    blocks = _aligned(raw.reshape(-1, _BLOCK_GEOMETRY[qtype][1]))
+    parts = (*scales_of(blocks), codes_of(blocks))
     return tuple(part.reshape(*raw.shape[:-1], -1) for part in parts)
 
 
@@ -157,7 +164,8 @@ def _aligned(blocks: torch.Tensor) -> torch.Tensor:
     return blocks.clone(memory_format=torch.contiguous_format)
 
 
-# Block unpackers: aligned ``[n_blocks, block_bytes]`` -> (scales ``[n_groups]``, [mins ``[n_groups]``,] codes ``[n_groups, group]``).
+# Unpackers of aligned ``[n_blocks, block_bytes]``: one gives the per-group float32 scales (and mins),
+# ``[n_groups]`` each, for a whole tensor at once; the other the codes ``[n_groups, group]``, chunk by chunk.
 # Bit fields are unpacked eight bytes at a time in int64 words (little-endian byte order, as GGUF is).
 
 _LOW_NIBBLES = 0x0F0F0F0F0F0F0F0F
@@ -166,32 +174,40 @@ _BITS01 = 0x0303030303030303
 _BIT5 = 0x2020202020202020
 
 
-def _unpack_q8_0(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return _fp16_field(blocks, 0), blocks[:, 2:].view(torch.int8)
+def _block_scales(blocks: torch.Tensor) -> tuple[torch.Tensor]:
+    """Q8_0 and Q5_0: the fp16 d that starts each block."""
+    return (_fp16_field(blocks, 0),)
 
 
-def _unpack_q5_0(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _q8_0_codes(blocks: torch.Tensor) -> torch.Tensor:
+    return blocks[:, 2:].view(torch.int8)
+
+
+def _q5_0_codes(blocks: torch.Tensor) -> torch.Tensor:
     codes = _nibble_words(_words(blocks, 6, 22)).view(-1, 4)  # low nibbles of the 16 bytes, then high
     codes.bitwise_or_(_Q5_0_HIGH_BITS.index_select(0, blocks[:, 2:6].to(torch.int64).view(-1)).view(-1, 4))
-    return _fp16_field(blocks, 0), codes.view(torch.int8).view(-1, 32)
+    return codes.view(torch.int8).view(-1, 32)
 
 
-def _unpack_q4_k(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    scales, mins = _k_scales_mins(blocks)
+def _q4_k_codes(blocks: torch.Tensor) -> torch.Tensor:
     codes = _nibble_words(_words(blocks, 16, 144).view(-1, 4, 4))  # 4 x 32 bytes: sub-blocks 2c (low), 2c+1 (high)
-    return scales, mins, codes.view(torch.uint8).view(-1, 32)
+    return codes.view(torch.uint8).view(-1, 32)
 
 
-def _unpack_q5_k(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    scales, mins = _k_scales_mins(blocks)
+def _q5_k_codes(blocks: torch.Tensor) -> torch.Tensor:
     codes = _nibble_words(_words(blocks, 48, 176).view(-1, 4, 4)).view(-1, 8, 4)
     high = _words(blocks, 16, 48).unsqueeze(1) >> torch.arange(8).view(8, 1)  # bit i of qh[l]: sub-block i, value l
     codes.bitwise_or_(high.bitwise_and_(_BIT0).bitwise_left_shift_(4))
-    return scales, mins, codes.view(torch.uint8).view(-1, 32)
+    return codes.view(torch.uint8).view(-1, 32)
 
 
-def _unpack_q6_k(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _q6_k_scales(blocks: torch.Tensor) -> tuple[torch.Tensor]:
+    """Q6_K: the fp16 d at the end of each block times its 16 int8 scales."""
     scales = blocks[:, 192:208].view(torch.int8).to(torch.float32).mul_(_fp16_field(blocks, 208).unsqueeze(-1))
+    return (scales.view(-1),)
+
+
+def _q6_k_codes(blocks: torch.Tensor) -> torch.Tensor:
     codes = _nibble_words(_words(blocks, 0, 128).view(-1, 2, 8)).view(-1, 2, 4, 4)  # [n, half, 32-value run, word]
     high = _words(blocks, 128, 192).view(-1, 2, 1, 4) >> torch.arange(0, 8, 2).view(4, 1)  # 2-bit field k: run k
     codes.bitwise_or_(high.bitwise_and_(_BITS01).bitwise_left_shift_(4))
@@ -199,16 +215,7 @@ def _unpack_q6_k(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     codes.bitwise_xor_(_BIT5)
     sign = codes & _BIT5
     codes.bitwise_or_(sign.bitwise_left_shift_(1)).bitwise_or_(sign.bitwise_left_shift_(1))
-    return scales.view(-1), codes.view(torch.int8).view(-1, 16)
-
-
-_BLOCK_UNPACKERS = {
-    QT.Q8_0: _unpack_q8_0,
-    QT.Q5_0: _unpack_q5_0,
-    QT.Q4_K: _unpack_q4_k,
-    QT.Q5_K: _unpack_q5_k,
-    QT.Q6_K: _unpack_q6_k,
-}
+    return codes.view(torch.int8).view(-1, 16)
 
 
 def _spread_q5_0_high_bits() -> torch.Tensor:
@@ -257,3 +264,12 @@ def _k_scales_mins(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scales = sc.view(torch.uint8).view(-1, 8).to(torch.float32).mul_(_fp16_field(blocks, 0).unsqueeze(-1))
     mins = m.view(torch.uint8).view(-1, 8).to(torch.float32).mul_(_fp16_field(blocks, 2).unsqueeze(-1))
     return scales.view(-1), mins.view(-1)
+
+
+_UNPACKERS = {
+    QT.Q8_0: (_block_scales, _q8_0_codes),
+    QT.Q5_0: (_block_scales, _q5_0_codes),
+    QT.Q4_K: (_k_scales_mins, _q4_k_codes),
+    QT.Q5_K: (_k_scales_mins, _q5_k_codes),
+    QT.Q6_K: (_q6_k_scales, _q6_k_codes),
+}
