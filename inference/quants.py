@@ -185,7 +185,8 @@ def _q8_0_codes(blocks: torch.Tensor) -> torch.Tensor:
 
 def _q5_0_codes(blocks: torch.Tensor) -> torch.Tensor:
     codes = _nibble_words(_words(blocks, 6, 22)).view(-1, 4)  # low nibbles of the 16 bytes, then high
-    codes.bitwise_or_(_Q5_0_HIGH_BITS.index_select(0, blocks[:, 2:6].to(torch.int64).view(-1)).view(-1, 4))
+    high_bytes = blocks[:, 2:6].clone(memory_format=torch.contiguous_format).view(-1).to(torch.int64)
+    codes.bitwise_or_(_Q5_0_HIGH_BITS.index_select(0, high_bytes).view(-1, 4))
     return codes.view(torch.int8).view(-1, 32)
 
 
@@ -239,11 +240,8 @@ def _words(blocks: torch.Tensor, start: int, stop: int) -> torch.Tensor:
 
 
 def _nibble_words(words: torch.Tensor) -> torch.Tensor:
-    """Nibbles of ``[..., n]`` words as ``[..., 2, n]`` words: all low nibbles, then all high, one per byte."""
-    out = torch.empty((*words.shape[:-1], 2, words.shape[-1]), dtype=torch.int64)
-    torch.bitwise_and(words, _LOW_NIBBLES, out=out[..., 0, :])
-    torch.bitwise_and(words >> 4, _LOW_NIBBLES, out=out[..., 1, :])
-    return out
+    """Nibbles of ``[..., n]`` words as ``[..., 2n]`` words: all low nibbles, then all high, one per byte."""
+    return torch.cat([words & _LOW_NIBBLES, (words >> 4).bitwise_and_(_LOW_NIBBLES)], dim=-1)
 
 
 def _fp16_field(blocks: torch.Tensor, offset: int) -> torch.Tensor:
