@@ -78,7 +78,7 @@ def dequantize(raw: torch.Tensor, qtype, out_dtype: torch.dtype = torch.float32)
     _check_raw(raw, qtype)
     n_values = raw.shape[-1] // block_bytes * block_values
     if qtype in _FLOAT_DTYPES:
-        return _as_float(raw, qtype).to(out_dtype, copy=True)
+        return _aligned(raw).view(_FLOAT_DTYPES[qtype]).to(out_dtype, copy=True)
     scales_of, codes_of = _UNPACKERS[qtype]
     blocks = _aligned(raw.reshape(-1, block_bytes))
     per_group = scales_of(blocks)  # (scales,) or (scales, mins), [n_groups] each
@@ -127,15 +127,6 @@ def _check_raw(raw: torch.Tensor, qtype: QT) -> None:
         raise ValueError(f"{qtype.name} rows must be whole {block_bytes}-byte blocks, got shape {tuple(raw.shape)}")
 
 
-def _as_float(raw: torch.Tensor, qtype: QT) -> torch.Tensor:
-    """Reinterpret the bytes of `raw` as the float type `qtype`, copying first if they are not aligned for it."""
-    dtype = _FLOAT_DTYPES[qtype]
-    try:
-        return raw.view(dtype)
-    except RuntimeError:
-        return raw.clone(memory_format=torch.contiguous_format).view(dtype)
-
-
 def _decode_into(codes: torch.Tensor, per_group: list[torch.Tensor], out: torch.Tensor) -> None:
     """Write ``scale * code [- min]`` for ``[n_groups, group]`` codes into the flat slice `out`."""
     scales, *mins = per_group
@@ -157,11 +148,11 @@ def _unpack(raw: torch.Tensor, qtype: QT) -> tuple[torch.Tensor, ...]:
     return tuple(part.reshape(*raw.shape[:-1], -1) for part in parts)
 
 
-def _aligned(blocks: torch.Tensor) -> torch.Tensor:
-    """`blocks` if contiguous and 8-byte aligned (so it can be viewed as int16 / int64), else an aligned copy."""
-    if blocks.is_contiguous() and blocks.storage_offset() % 8 == 0 and blocks.data_ptr() % 8 == 0:
-        return blocks
-    return blocks.clone(memory_format=torch.contiguous_format)
+def _aligned(raw: torch.Tensor) -> torch.Tensor:
+    """`raw` if contiguous and 8-byte aligned, so its bytes can be viewed as any wider type; else an aligned copy."""
+    if raw.is_contiguous() and raw.storage_offset() % 8 == 0 and raw.data_ptr() % 8 == 0:
+        return raw
+    return raw.clone(memory_format=torch.contiguous_format)
 
 
 # Unpackers of aligned ``[n_blocks, block_bytes]``: one gives the per-group float32 scales (and mins),
