@@ -90,7 +90,7 @@ def _bpe_model(tokens: list, merges: list, ignore_merges: bool, source: str) -> 
     for merge in merges:
         pair = tuple(merge.split(" ")) if isinstance(merge, str) else ()
         if len(pair) != 2 or pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
-            raise ModelFileError(source, f"bad tokenizer merge {merge!r}: expected two vocabulary tokens joined by a space")
+            raise ModelFileError(source, f"bad tokenizer merge {merge!r}: expected two vocabulary tokens and a space")
         pairs.append(pair)
     return models.BPE(vocab, pairs, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges)
 

@@ -12,8 +12,8 @@ integer repacking. They return float32 per-group scales (and mins) of shape
 - asymmetric types (Q4_K, Q5_K): uint8 codes, ``value = scale * code - min``
 
 Groups are 32 values, except Q6_K's 16. `dequantize` is built on the same unpacking and
-computes the same float32 products as gguf-py's reference. Like GGUF, it assumes a
-little-endian host.
+computes the same float32 products as gguf-py's reference. Results live on `raw`'s device.
+Like GGUF, it assumes a little-endian host.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def row_bytes(qtype, n_values: int) -> int:
     """Bytes taken by one row of `n_values` values; ValueError unless whole blocks."""
     block_values, block_bytes = block_geometry(qtype)
     if n_values % block_values:
-        raise ValueError(f"{QT(qtype).name} row of {n_values} values is not a multiple of its {block_values}-value block")
+        raise ValueError(f"{QT(qtype).name} row of {n_values} values is not whole {block_values}-value blocks")
     return n_values // block_values * block_bytes
 
 
@@ -83,7 +83,7 @@ def dequantize(raw: torch.Tensor, qtype, out_dtype: torch.dtype = torch.float32)
     blocks = _aligned(raw.reshape(-1, block_bytes))
     per_group = scales_of(blocks)  # (scales,) or (scales, mins), [n_groups] each
     groups_per_block = per_group[0].numel() // max(1, blocks.shape[0])
-    out = torch.empty(blocks.shape[0] * block_values, dtype=out_dtype)
+    out = torch.empty(blocks.shape[0] * block_values, dtype=out_dtype, device=raw.device)
     step = max(1, _CHUNK_VALUES // block_values)
     for first in range(0, blocks.shape[0], step):
         last = min(first + step, blocks.shape[0])
@@ -130,12 +130,13 @@ def _check_raw(raw: torch.Tensor, qtype: QT) -> None:
 def _decode_into(codes: torch.Tensor, per_group: list[torch.Tensor], out: torch.Tensor) -> None:
     """Write ``scale * code [- min]`` for ``[n_groups, group]`` codes into the flat slice `out`."""
     scales, *mins = per_group
-    values = out.view(codes.shape) if out.dtype == torch.float32 else torch.empty(codes.shape)
+    in_place = out.dtype == torch.float32
+    values = out.view(codes.shape) if in_place else torch.empty(codes.shape, device=codes.device)
     values.copy_(codes)
     values.mul_(scales.unsqueeze(-1))
     if mins:
         values.sub_(mins[0].unsqueeze(-1))
-    if values.dtype != out.dtype:
+    if not in_place:
         out.view(codes.shape).copy_(values)
 
 
@@ -177,7 +178,7 @@ def _q8_0_codes(blocks: torch.Tensor) -> torch.Tensor:
 def _q5_0_codes(blocks: torch.Tensor) -> torch.Tensor:
     codes = _nibble_words(_words(blocks, 6, 22)).view(-1, 4)  # low nibbles of the 16 bytes, then high
     high_bytes = blocks[:, 2:6].clone(memory_format=torch.contiguous_format).view(-1).to(torch.int64)
-    codes.bitwise_or_(_Q5_0_HIGH_BITS.index_select(0, high_bytes).view(-1, 4))
+    codes.bitwise_or_(_Q5_0_HIGH_BITS.to(blocks.device).index_select(0, high_bytes).view(-1, 4))
     return codes.view(torch.int8).view(-1, 32)
 
 
@@ -188,7 +189,8 @@ def _q4_k_codes(blocks: torch.Tensor) -> torch.Tensor:
 
 def _q5_k_codes(blocks: torch.Tensor) -> torch.Tensor:
     codes = _nibble_words(_words(blocks, 48, 176).view(-1, 4, 4)).view(-1, 8, 4)
-    high = _words(blocks, 16, 48).unsqueeze(1) >> torch.arange(8).view(8, 1)  # bit i of qh[l]: sub-block i, value l
+    sub_blocks = torch.arange(8, device=blocks.device).view(8, 1)
+    high = _words(blocks, 16, 48).unsqueeze(1) >> sub_blocks  # bit i of qh[l]: sub-block i, value l
     codes.bitwise_or_(high.bitwise_and_(_BIT0).bitwise_left_shift_(4))
     return codes.view(torch.uint8).view(-1, 32)
 
@@ -201,7 +203,8 @@ def _q6_k_scales(blocks: torch.Tensor) -> tuple[torch.Tensor]:
 
 def _q6_k_codes(blocks: torch.Tensor) -> torch.Tensor:
     codes = _nibble_words(_words(blocks, 0, 128).view(-1, 2, 8)).view(-1, 2, 4, 4)  # [n, half, 32-value run, word]
-    high = _words(blocks, 128, 192).view(-1, 2, 1, 4) >> torch.arange(0, 8, 2).view(4, 1)  # 2-bit field k: run k
+    field_shifts = torch.arange(0, 8, 2, device=blocks.device).view(4, 1)
+    high = _words(blocks, 128, 192).view(-1, 2, 1, 4) >> field_shifts  # 2-bit field k: run k
     codes.bitwise_or_(high.bitwise_and_(_BITS01).bitwise_left_shift_(4))
     # code - 32 as int8: flip bit 5, then copy the new bit 5 into bits 6 and 7 (sign extension from 6 bits).
     codes.bitwise_xor_(_BIT5)

@@ -95,8 +95,8 @@ def test_missing_key_is_a_model_file_error(key):
     ({"tokenizer.ggml.merges": MERGES + ["th zz"]}, "merge"),
     ({"tokenizer.ggml.token_type": [1, 1]}, "token types"),
     ({"tokenizer.ggml.tokens": "the"}, "tokenizer.ggml.tokens"),
-    ({"tokenizer.ggml.tokens": TOKENS + ["<tool_call>"], "tokenizer.ggml.token_type": [1] * (len(TOKENS) - 3) + [3, 3, 4, 4]},
-     "not unique"),
+    ({"tokenizer.ggml.tokens": TOKENS + ["<tool_call>"],
+      "tokenizer.ggml.token_type": [1] * (len(TOKENS) - 3) + [3, 3, 4, 4]}, "not unique"),
 ])
 def test_malformed_metadata_is_a_model_file_error(overrides, fragment):
     with pytest.raises(ModelFileError, match=fragment):

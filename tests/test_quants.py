@@ -161,11 +161,18 @@ def test_unsupported_type_raises(qtype):
         row_bytes(qtype, 256)
 
 
-SYMMETRIC_HELPERS = [(QT.Q8_0, q8_0_scales, 32, -128, 127), (QT.Q5_0, q5_0_scales, 32, -16, 15), (QT.Q6_K, q6_k_scales, 16, -32, 31)]
-ASYMMETRIC_HELPERS = [(QT.Q4_K, q4_k_scales_mins, 15), (QT.Q5_K, q5_k_scales_mins, 31)]
+SYMMETRIC_HELPERS = [
+    pytest.param(QT.Q8_0, q8_0_scales, 32, -128, 127, id="Q8_0"),
+    pytest.param(QT.Q5_0, q5_0_scales, 32, -16, 15, id="Q5_0"),
+    pytest.param(QT.Q6_K, q6_k_scales, 16, -32, 31, id="Q6_K"),
+]
+ASYMMETRIC_HELPERS = [
+    pytest.param(QT.Q4_K, q4_k_scales_mins, 15, id="Q4_K"),
+    pytest.param(QT.Q5_K, q5_k_scales_mins, 31, id="Q5_K"),
+]
 
 
-@pytest.mark.parametrize("qtype, helper, group, lowest, highest", SYMMETRIC_HELPERS, ids=lambda v: getattr(v, "name", None))
+@pytest.mark.parametrize("qtype, helper, group, lowest, highest", SYMMETRIC_HELPERS)
 def test_symmetric_helpers_reconstruct_dequantize(qtype, helper, group, lowest, highest):
     raw = torch.from_numpy(random_raw(qtype, (2, 3), n_blocks=4, seed=4))
     scales, codes = helper(raw)
@@ -177,7 +184,7 @@ def test_symmetric_helpers_reconstruct_dequantize(qtype, helper, group, lowest, 
     assert torch.equal(rebuilt.flatten(-2), dequantize(raw, qtype))
 
 
-@pytest.mark.parametrize("qtype, helper, highest", ASYMMETRIC_HELPERS, ids=lambda v: getattr(v, "name", None))
+@pytest.mark.parametrize("qtype, helper, highest", ASYMMETRIC_HELPERS)
 def test_asymmetric_helpers_reconstruct_dequantize(qtype, helper, highest):
     raw = torch.from_numpy(random_raw(qtype, (2, 3), n_blocks=4, seed=5))
     scales, mins, codes = helper(raw)
