@@ -126,3 +126,19 @@ def test_sibling_paths():
     assert "pkg/mod.py" in sibling_paths("pkg/test_mod.py")
     assert "src/util.ts" in sibling_paths("src/util.test.ts")
     assert "src/main/Foo.java" in sibling_paths("src/main/FooTest.java")
+
+
+def test_recent_regions_merge_and_order():
+    recent = RecentRegions(max_regions=3, radius=8)
+    recent.touch("a.py", 10, edited=False)
+    recent.touch("a.py", 12, edited=True)  # same bucket: merged, now an edit
+    recent.touch("b.py", 100, edited=False)
+    regions = recent.regions()
+    assert [r.path for r in regions] == ["b.py", "a.py"]
+    assert regions[1].edited and regions[1].start_line <= 10 < regions[1].end_line
+    for i in range(5):
+        recent.touch("c.py", i * 100, edited=False)
+    assert len(recent.regions()) == 3
+    assert all(r.path != "c.py" for r in recent.regions(exclude_path="c.py"))
+    recent.forget_file("c.py")
+    assert recent.regions() == []
