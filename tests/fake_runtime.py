@@ -69,6 +69,9 @@ class FakeLM:
             if stop in text:
                 text, reason = text[: text.index(stop)], "stop"
         total = (time.monotonic() - start) * 1000
+        if self.calls_file:
+            with open(self.calls_file, "a") as f:
+                f.write(f"end {reason} {len(out)}\n")
         return GenerationResult(text, [ord(c) + 16 for c in text], len(prompt_ids), self.delay_s * 1000, 0.0, reason, total)
 
 

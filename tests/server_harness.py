@@ -99,4 +99,17 @@ def inline_params(uri: str, line: int, col: int, explicit: bool = False) -> type
 
 
 async def stats(client: LanguageClient) -> dict:
-    return await client.protocol.send_request_async("qwenLsp/stats", {})
+    result = await client.protocol.send_request_async("qwenLsp/stats", {})
+    return result._asdict() if hasattr(result, "_asdict") else dict(result)
+
+
+def send_raw(client: LanguageClient, method: str, params, msg_id: str) -> asyncio.Future:
+    """Send a request exactly as given (no client-side typing); the future gets its response."""
+    future = asyncio.get_running_loop().create_future()
+    client.protocol._request_futures[msg_id] = future
+    client.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+    return future
+
+
+async def raw_request(client: LanguageClient, method: str, params, msg_id: str = "raw-1"):
+    return await asyncio.wait_for(send_raw(client, method, params, msg_id), 10)

@@ -26,7 +26,7 @@ class CompletionCache:
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[str, int, str], _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int, int, str], _Entry] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -34,8 +34,9 @@ class CompletionCache:
         suggestions = tuple(s for s in suggestions if s)
         if not suggestions:
             return
-        key = (uri, len(prefix), suffix[:_SUFFIX_KEY])
-        self._entries[key] = _Entry(prefix[-_PREFIX_KEY:], suggestions)
+        tail = prefix[-_PREFIX_KEY:]
+        key = (uri, len(prefix), hash(tail), suffix[:_SUFFIX_KEY])
+        self._entries[key] = _Entry(tail, suggestions)
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
@@ -45,7 +46,7 @@ class CompletionCache:
         suffix_key = suffix[:_SUFFIX_KEY]
         # Newest first: the most recent suggestion is what the editor is showing.
         for key in reversed(self._entries):
-            key_uri, length, key_suffix = key
+            key_uri, length, _, key_suffix = key
             if key_uri != uri or key_suffix != suffix_key or length > len(prefix):
                 continue
             entry = self._entries[key]

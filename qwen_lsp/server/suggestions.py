@@ -104,6 +104,9 @@ class SuggestionService:
         except Stopped:
             self.counters.cancelled += 1
             return None
+        except asyncio.CancelledError:
+            self.counters.cancelled += 1
+            raise
         finally:
             self._running -= 1
             self._on_busy(self._running > 0)
