@@ -1,0 +1,30 @@
+"""Rotary position embedding (the rotate-half / NeoX form Qwen uses), tables grown on demand."""
+
+from __future__ import annotations
+
+import torch
+
+
+class RotaryEmbedding:
+    def __init__(self, head_dim: int, theta: float):
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        self._cos = torch.empty(0, head_dim)
+        self._sin = torch.empty(0, head_dim)
+
+    def _tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if length > self._cos.shape[0]:
+            size = max(length, 2 * self._cos.shape[0], 1024)
+            freqs = torch.outer(torch.arange(size, dtype=torch.float32), self.inv_freq)
+            angles = torch.cat((freqs, freqs), dim=-1)
+            self._cos, self._sin = angles.cos(), angles.sin()
+        return self._cos, self._sin
+
+    def __call__(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Rotate x [heads, n, head_dim] for positions [start, start+n)."""
+        n = x.shape[-2]
+        cos, sin = self._tables(start + n)
+        cos = cos[start : start + n].to(x.dtype)
+        sin = sin[start : start + n].to(x.dtype)
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin

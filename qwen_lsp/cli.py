@@ -1,0 +1,43 @@
+"""The `qwen-lsp` command: its subcommands are wired here, each lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli_generate import add_generate_command
+from .cli_model import add_model_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qwen-lsp", description="Local, repo-aware code completion with Qwen-Coder models."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_generate_command(subparsers)
+    add_model_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from inference.errors import ModelError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.run(args)
+    except ModelError as exc:
+        print(f"qwen-lsp: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"qwen-lsp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
