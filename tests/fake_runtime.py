@@ -40,7 +40,7 @@ class FakeTokenizer:
         return "".join(chr(i - 16) for i in ids if i >= 16)
 
     def token_id(self, token: str) -> int:
-        return SPECIALS[token]
+        return SPECIALS.get(token)
 
 
 class FakeLM:
@@ -75,7 +75,7 @@ class FakeLM:
         return GenerationResult(text, [ord(c) + 16 for c in text], len(prompt_ids), self.delay_s * 1000, 0.0, reason, total)
 
 
-def load_model(spec: str) -> FakeLM:
+def load_model(spec: str, **options) -> FakeLM:
     query = {k: v[-1] for k, v in parse_qs(urlsplit(spec).query).items()}
     time.sleep(float(query.get("load_s", 0)))
     if query.get("fail"):

@@ -5,8 +5,6 @@ import inference
 import fake_runtime
 
 inference.load_model = fake_runtime.load_model
-if not hasattr(inference, "GenerationConfig"):
-    inference.GenerationConfig = fake_runtime.GenerationConfig
 
 from qwen_lsp.server.__main__ import main  # noqa: E402
 

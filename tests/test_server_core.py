@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from lsprotocol import types
 
-from qwen_lsp.server.completer import CompletionRequest, trim_suggestion
 from qwen_lsp.server.completion_cache import CompletionCache
 from qwen_lsp.server.completion_items import completion_list, label_for
 from qwen_lsp.server.debounce import AdaptiveDebounce
@@ -103,17 +102,3 @@ def test_completion_item_shape():
     assert item.label == "return compute(…" and item.sort_text.startswith("0000") and item.preselect
     assert "return compute(" in item.documentation.value
     assert label_for("x" * 100).endswith("…")
-
-
-def _req(text, offset):
-    return CompletionRequest("u", None, "python", text, offset, 32, 1024)
-
-
-def test_trim_removes_specials_and_repeated_suffix():
-    text = "foo(\n)\nnext_line()\n"
-    request = _req(text, 4)
-    assert trim_suggestion("a, b<|endoftext|>junk", request) == "a, b"
-    req2 = _req("x = f(", 6)
-    assert trim_suggestion("1, 2)\n\n", _req("x = f()", 6)) == "1, 2"
-    assert trim_suggestion("1)\nnext_line()\nmore", _req("x = f(\nnext_line()\n", 6)) == "1)"
-    assert req2.prefix == "x = f("

@@ -190,14 +190,15 @@ async def test_cancellation_storm_keeps_server_responsive_and_bounded(tmp_path):
 
 async def test_classic_completion_item(tmp_path):
     uri = (tmp_path / "a.py").as_uri()
-    async with lsp_session(fake_spec(text="urn compute(\n        1)"), root=tmp_path) as client:
-        open_doc(client, uri, "def f():\n    ret\n")
+    async with lsp_session(fake_spec(text="x = compute(\n        1)\n    return x\n"), root=tmp_path) as client:
+        open_doc(client, uri, "def f():\n    \n")
         result = await client.text_document_completion_async(types.CompletionParams(
-            text_document=types.TextDocumentIdentifier(uri), position=types.Position(1, 7)))
+            text_document=types.TextDocumentIdentifier(uri), position=types.Position(1, 4)))
         assert result.is_incomplete
         [item] = result.items
-        assert item.text_edit.new_text == item.filter_text == "return compute(\n        1)"
+        assert item.text_edit.new_text == item.filter_text == "x = compute(\n        1)\n    return x"
         assert item.text_edit.range.start == types.Position(1, 4)
+        assert item.label == "x = compute(…"
 
 
 async def test_settings_warnings_and_per_language_enable(tmp_path):

@@ -14,12 +14,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-import inference
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LOADING, READY, ERROR, IDLE = "loading", "ready", "error", "idle"
+
+
+def _load_with_runtime(spec: str) -> Any:
+    """``inference.load_model``, imported here so that torch loads off the LSP thread."""
+    import inference
+
+    return inference.load_model(spec, progress=False)
 
 
 class Stopped(Exception):
@@ -67,7 +72,7 @@ class ModelHost:
     """Background model loading plus a single worker thread for generation."""
 
     def __init__(self, loader: Callable[[str], Any] | None = None) -> None:
-        self._loader = loader or (lambda spec: inference.load_model(spec))
+        self._loader = loader or _load_with_runtime
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwen-model")
         self.lm: Any = None
         self.spec: str | None = None

@@ -25,8 +25,8 @@ class WorkspaceRoots:
         if path:
             self._roots[uri] = Path(os.path.realpath(path))
 
-    def remove(self, uri: str) -> None:
-        self._roots.pop(uri, None)
+    def remove(self, uri: str) -> Path | None:
+        return self._roots.pop(uri, None)
 
     @property
     def paths(self) -> list[Path]:

@@ -13,13 +13,14 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from qwen_lsp.server.code_action_lsp import list_actions, resolve_action, resolve_edit
-from qwen_lsp.server.completer import Completer, CompletionRequest, PlainFimCompleter
+from qwen_lsp.server.completer import CompletionRequest
 from qwen_lsp.server.completion_cache import CompletionCache
 from qwen_lsp.server.completion_items import completion_list
 from qwen_lsp.server.debounce import AdaptiveDebounce
 from qwen_lsp.server.documents import Document, DocumentStore, PositionError
 from qwen_lsp.server.inline import ACCEPT_COMMAND, inline_items
 from qwen_lsp.server.model_host import Lane, ModelHost
+from qwen_lsp.server.pipeline_completer import PipelineCompleter
 from qwen_lsp.server.positions import UTF16
 from qwen_lsp.server.protocol import QwenProtocol
 from qwen_lsp.server.roots import WorkspaceRoots
@@ -40,7 +41,7 @@ _LOG_TYPES = {"error": 1, "warning": 2, "info": 3, "debug": 4}
 class QwenLanguageServer(LanguageServer):
     """Server state: documents, settings, the model host and the suggestion service."""
 
-    def __init__(self, settings: Settings | None = None, completer: Completer | None = None, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
         super().__init__("qwen-lsp", VERSION, protocol_cls=QwenProtocol, **kwargs)
         self.documents = DocumentStore()
         self.roots = WorkspaceRoots()
@@ -48,9 +49,10 @@ class QwenLanguageServer(LanguageServer):
         self.encoding = UTF16
         self.host = ModelHost()
         self.status = StatusReporter(self.protocol.notify)
+        self.completer = PipelineCompleter()
         self.suggestions = SuggestionService(
             self.host,
-            completer or PlainFimCompleter(),
+            self.completer,
             AdaptiveDebounce(self.settings.debounce_ms),
             CompletionCache(),
             self._version_of,
@@ -192,9 +194,9 @@ class QwenLanguageServer(LanguageServer):
         return doc, offset, suggestions
 
 
-def build_server(settings: Settings | None = None, completer: Completer | None = None) -> QwenLanguageServer:
+def build_server(settings: Settings | None = None) -> QwenLanguageServer:
     """Create the server with every handler registered."""
-    server = QwenLanguageServer(settings, completer)
+    server = QwenLanguageServer(settings)
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: QwenLanguageServer, params: types.InitializeParams) -> None:
@@ -203,6 +205,8 @@ def build_server(settings: Settings | None = None, completer: Completer | None =
             ls.roots.add(folder.uri)
         if not params.workspace_folders and params.root_uri:
             ls.roots.add(params.root_uri)
+        for root in ls.roots.paths:
+            ls.completer.add_root(root)
         ls.apply_settings(params.initialization_options, "initializationOptions")
 
     @server.feature(types.INITIALIZED)
@@ -213,12 +217,17 @@ def build_server(settings: Settings | None = None, completer: Completer | None =
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: QwenLanguageServer, params: None) -> None:
         ls.host.shutdown()
+        ls.completer.close()
 
     # -- documents and workspace -------------------------------------------------------
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: QwenLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
-        ls.documents.open(params.text_document)
+        doc = ls.documents.open(params.text_document)
+        path = ls.roots.path_of(doc.uri)
+        if path is not None and len(doc.text) <= ls.settings.max_file_bytes:
+            ls.completer.file_changed(path, doc.text)
+            ls.completer.touched(path, 0, edited=False)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: QwenLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -227,12 +236,20 @@ def build_server(settings: Settings | None = None, completer: Completer | None =
             log.warning("didChange for unopened %s ignored", uri)
             return
         ls.suggestions.debounce.keystroke(uri, time.monotonic())
+        first = params.content_changes[0] if params.content_changes else None
+        if first is not None and getattr(first, "range", None) is not None:
+            ls.completer.touched(ls.roots.path_of(uri), first.range.start.line, edited=True)
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=True))
     def did_save(ls: QwenLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
         doc = ls.documents.get(params.text_document.uri)
-        if doc is not None and params.text is not None and params.text != doc.text:
+        if doc is None:
+            return
+        if params.text is not None and params.text != doc.text:
             doc.apply_change(types.TextDocumentContentChangeWholeDocument(text=params.text), ls.encoding)
+        path = ls.roots.path_of(doc.uri)
+        if path is not None and len(doc.text) <= ls.settings.max_file_bytes:
+            ls.completer.file_changed(path, doc.text)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: QwenLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
@@ -244,15 +261,21 @@ def build_server(settings: Settings | None = None, completer: Completer | None =
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls: QwenLanguageServer, params: types.DidChangeWatchedFilesParams) -> None:
-        inside = [c for c in params.changes if ls.roots.path_of(c.uri)]
-        log.debug("%d watched files changed (%d inside roots)", len(params.changes), len(inside))
+        for change in params.changes:
+            path = ls.roots.path_of(change.uri)
+            if path is not None and ls.documents.get(change.uri) is None:  # open buffers are fresher
+                ls.completer.file_changed(path, None)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
     def did_change_folders(ls: QwenLanguageServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
         for folder in params.event.removed:
-            ls.roots.remove(folder.uri)
+            root = ls.roots.remove(folder.uri)
+            if root is not None:
+                ls.completer.remove_root(root)
         for folder in params.event.added:
             ls.roots.add(folder.uri)
+        for root in ls.roots.paths:
+            ls.completer.add_root(root)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: QwenLanguageServer, params: types.DidChangeConfigurationParams) -> None:
