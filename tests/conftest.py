@@ -62,3 +62,9 @@ def real_gguf() -> Path:
     if not path:
         pytest.skip("real-model tier deselected")
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def real_gguf_path(real_gguf) -> str:
+    """The real default model's path as a string."""
+    return str(real_gguf)
