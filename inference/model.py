@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .linear import LinearKernel, make_linear
+from .linear import LinearKernel, make_embedding, make_linear
 from .rope import RotaryEmbedding
 
 
@@ -206,7 +206,9 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> Q
         else:
             ffn = GatedMLP(linear(p + "ffn_gate.weight"), linear(p + "ffn_up.weight"), linear(p + "ffn_down.weight"))
         layers.append(DecoderLayer(norm(p + "attn_norm.weight"), attention, norm(p + "ffn_norm.weight"), ffn))
-    embed = linear("token_embd.weight")
     tied = config.tie_word_embeddings or not checkpoint.has("output.weight")
-    lm_head = embed if tied else linear("output.weight")
+    if tied:
+        embed = lm_head = linear("token_embd.weight")
+    else:
+        embed, lm_head = make_embedding(checkpoint.tensor("token_embd.weight"), dtype), linear("output.weight")
     return QwenModel(config, embed, layers, norm("output_norm.weight"), lm_head, dtype)
