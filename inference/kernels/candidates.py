@@ -39,9 +39,23 @@ def _int4(act_dtype: torch.dtype):
     return build
 
 
+# Rows dequantized at once into a dense copy (bounds the fp32 scratch to ~8 MiB).
+_TILE_ELEMENTS = 2 * 2**20
+
+
+def dequantize_tiled(tensor: CheckpointTensor, dtype: torch.dtype) -> torch.Tensor:
+    """The whole weight as a dense `dtype` matrix, decoded a row tile at a time."""
+    out_features, in_features = tensor.shape
+    out = torch.empty(out_features, in_features, dtype=dtype)
+    step = max(1, _TILE_ELEMENTS // in_features)
+    for start in range(0, out_features, step):
+        out[start : start + step] = dequantize(tensor.data[start : start + step], tensor.qtype, dtype)
+    return out
+
+
 def _dense(dtype: torch.dtype):
     def build(tensor: CheckpointTensor):
-        return DequantizedLinear(dequantize(tensor.data, tensor.qtype, dtype), cpu_features().native_bf16_matmul)
+        return DequantizedLinear(dequantize_tiled(tensor, dtype), cpu_features().native_bf16_matmul)
 
     return build
 
