@@ -40,28 +40,28 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 @pytest.mark.parametrize("tokens", [1, 7])
 def test_int4_fp32_reproduces_q4_k(tokens):
     tensor = quantized(QT.Q4_K)
-    kernel = Int4PackedLinear(*reversed_scales_mins(tensor), torch.float32)
+    kernel = Int4PackedLinear(*int4_parts(tensor, torch.float32))
     x = torch.randn(tokens, IN)
     assert relative_error(kernel(x), exact_matmul(x, tensor)) < 1e-5
 
 
 def test_int4_bf16_stays_within_bf16_rounding():
     tensor = quantized(QT.Q4_K, seed=1)
-    kernel = Int4PackedLinear(*reversed_scales_mins(tensor), torch.bfloat16)
+    kernel = Int4PackedLinear(*int4_parts(tensor, torch.bfloat16))
     x = torch.randn(3, IN)
     assert relative_error(kernel(x), exact_matmul(x, tensor)) < 2e-2
 
 
 def test_int4_rows_decode_the_weight():
     tensor = quantized(QT.Q4_K, seed=2)
-    kernel = Int4PackedLinear(*reversed_scales_mins(tensor), torch.float32)
+    kernel = Int4PackedLinear(*int4_parts(tensor, torch.float32))
     ids = torch.tensor([0, 5, 31])
     torch.testing.assert_close(kernel.rows(ids), dequantize(tensor.data[ids], QT.Q4_K), rtol=1e-5, atol=1e-5)
 
 
-def reversed_scales_mins(tensor):
+def int4_parts(tensor, act_dtype):
     scales, mins, codes = q4_k_scales_mins(tensor.data)
-    return codes, scales, mins
+    return codes, scales, mins, act_dtype, tensor.data
 
 
 @pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K])

@@ -34,7 +34,7 @@ def _int4(act_dtype: torch.dtype):
         if tensor.qtype != QT.Q4_K or not Int4PackedLinear.supports(*tensor.shape):
             return None
         scales, mins, codes = q4_k_scales_mins(tensor.data)
-        return Int4PackedLinear(codes, scales, mins, act_dtype)
+        return Int4PackedLinear(codes, scales, mins, act_dtype, tensor.data)
 
     return build
 

@@ -8,6 +8,7 @@ are stored in the activation dtype (fp32: lossless; bf16: rounded to bf16).
 from __future__ import annotations
 
 import torch
+from gguf import GGMLQuantizationType as QT
 
 from ..linear import LinearKernel
 
@@ -24,11 +25,15 @@ def pack_int4(codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, dty
 
 
 class Int4PackedLinear(LinearKernel):
-    """y = x @ W.T with W as packed int4 codes and per-32 (scale, zero) pairs."""
+    """y = x @ W.T with W as packed int4 codes and per-32 (scale, zero) pairs.
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, act_dtype: torch.dtype):
+    `raw` (the file's Q4_K rows) serves embedding lookups: only the looked-up rows are read.
+    """
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor, act_dtype: torch.dtype,
+                 raw: torch.Tensor):
         self.out_features, self.in_features = codes.shape
-        self.act_dtype = act_dtype
+        self.act_dtype, self.raw = act_dtype, raw
         self.packed, self.scales_and_zeros = pack_int4(codes, scales, mins, act_dtype)
 
     @classmethod
@@ -40,8 +45,9 @@ class Int4PackedLinear(LinearKernel):
         return y.to(x.dtype)
 
     def rows(self, ids):
-        eye = torch.eye(self.in_features, dtype=self.act_dtype)
-        return self(eye).t()[ids].float()
+        from ..quants import dequantize
+
+        return dequantize(self.raw[ids], QT.Q4_K)
 
     @property
     def nbytes(self):
