@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import open_checkpoint
 from .generate import GenerationResult, OnToken, ShouldStop, generate
+from .linear import REFERENCE_KERNELS
 from .model import QwenModel, build_model
 from .sampling import GenerationConfig
 from .tokenizer import Tokenizer
@@ -54,11 +55,13 @@ class LanguageModel:
 
 
 def load_model(spec: str | os.PathLike, *, dtype: torch.dtype | None = None, threads: int | None = None,
-               max_context: int | None = None, fetch: bool = True, progress: bool = True) -> LanguageModel:
+               max_context: int | None = None, fetch: bool = True, progress: bool = True,
+               reference_kernels: bool = False) -> LanguageModel:
     """Load a model by known name ("default", "qwen2.5-coder-1.5b"), .gguf path or HF directory.
 
     `dtype` is the activation dtype; by default bf16 for bf16 checkpoints (their memory-mapped
     weights are used in place, so a 30B-A3B loads in its file's size) and fp32 otherwise.
+    `reference_kernels` computes with the file's exact values (slow; for checking the fast kernels).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -69,7 +72,8 @@ def load_model(spec: str | os.PathLike, *, dtype: torch.dtype | None = None, thr
         path = resolve_model(str(spec), fetch=fetch, progress=progress)
     checkpoint = open_checkpoint(path)
     tokenizer = checkpoint.load_tokenizer()
-    model = build_model(checkpoint, dtype or _default_dtype(checkpoint))
+    kernels = REFERENCE_KERNELS if reference_kernels else None
+    model = build_model(checkpoint, dtype or _default_dtype(checkpoint), kernels)
     return LanguageModel(model, tokenizer, path, max_context)
 
 

@@ -16,7 +16,7 @@ from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .kernels.expert_stack import ExpertStack
 from .kv_cache import KVCache
-from .linear import LinearKernel, make_embedding, make_linear
+from .linear import KernelFactory, LinearKernel, make_embedding, make_linear
 from .rope import RotaryEmbedding
 
 
@@ -189,12 +189,13 @@ class QwenModel:
         return total
 
 
-def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> QwenModel:
+def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32,
+                kernels: list[KernelFactory] | None = None) -> QwenModel:
     """Assemble the model from a checkpoint's tensors (weights stay where the checkpoint keeps them)."""
     config = checkpoint.config
 
     def linear(name: str) -> LinearKernel:
-        return make_linear(checkpoint.tensor(name), dtype)
+        return make_linear(checkpoint.tensor(name), dtype, kernels)
 
     def vector(name: str) -> torch.Tensor | None:
         return checkpoint.tensor(name).data.to(dtype) if checkpoint.has(name) else None
@@ -217,7 +218,7 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> Q
         )
         if config.is_moe_layer(i):
             projections = {
-                name: [make_linear(t, dtype) for t in checkpoint.expert_tensors(i, name)]
+                name: [make_linear(t, dtype, kernels) for t in checkpoint.expert_tensors(i, name)]
                 for name in ("gate", "up", "down")
             }
             gates, ups, downs = (projections[name] for name in ("gate", "up", "down"))
