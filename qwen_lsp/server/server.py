@@ -89,8 +89,9 @@ class QwenLanguageServer(LanguageServer):
         for warning in warnings:
             self.warn_user(f"{source}: {warning}")
         model_changed = new.model != self.settings.model
+        if new.debounce_ms != self.settings.debounce_ms:
+            self.suggestions.debounce.base_ms = new.debounce_ms
         self.settings = new
-        self.suggestions.debounce.base_ms = new.debounce_ms
         logging.getLogger("qwen_lsp").setLevel(new.log_level.upper())
         return model_changed
 
@@ -207,6 +208,9 @@ def build_server(settings: Settings | None = None) -> QwenLanguageServer:
             ls.roots.add(params.root_uri)
         for root in ls.roots.paths:
             ls.completer.add_root(root)
+        client = (params.client_info.name if params.client_info else "").lower()
+        if "neovim" in client or "nvim" in client:
+            ls.suggestions.debounce.base_ms = 0  # Neovim waits 200 ms itself before asking
         ls.apply_settings(params.initialization_options, "initializationOptions")
 
     @server.feature(types.INITIALIZED)
