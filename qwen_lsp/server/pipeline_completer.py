@@ -93,8 +93,8 @@ class PipelineCompleter:
     def complete(self, lm: Any, request: CompletionRequest, should_stop: Callable[[], bool]) -> list[str]:
         root = self._root_of(request.path)
         pipeline = self._pipeline(lm, root)
-        budgets = replace(Budgets.for_device("cpu"), context_tokens=request.context_budget)
-        pipeline.config = replace(pipeline.config, budgets=budgets, max_new_tokens=request.max_new_tokens)
+        pipeline.config = replace(pipeline.config, budgets=split_budget(request.context_budget),
+                                  max_new_tokens=request.max_new_tokens)
         path = request.path or _virtual_path(request.uri, request.language_id)
         line, col = request.line_col
         first = pipeline.complete(path, request.text, line, col, should_stop=should_stop)
@@ -123,6 +123,13 @@ class PipelineCompleter:
     def close(self) -> None:
         for root in list(self._indexes):
             self.remove_root(root)
+
+
+def split_budget(total: int) -> Budgets:
+    """The ``contextBudget`` setting (prompt tokens in all) as the pipeline's three budgets:
+    half for the text before the cursor, a sixteenth after it, the rest for repository context."""
+    prefix, suffix = total // 2, total // 16
+    return Budgets(prefix_tokens=prefix, suffix_tokens=suffix, context_tokens=total - prefix - suffix)
 
 
 _EXTENSIONS = {"python": ".py", "javascript": ".js", "typescript": ".ts", "typescriptreact": ".tsx",
