@@ -84,6 +84,8 @@ class CompletionPipeline:
         rel = (self.index.relpath(path) if self.index else None) or path.replace("\\", "/")
         started = time.perf_counter()
         window = local_window(text, line, col, self.count_tokens, self.config.budgets)
+        timings["window_ms"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
         snippets: list[Snippet] = []
         head: list[Snippet] = []
         if self.index is not None and self.config.strategy == "repo":

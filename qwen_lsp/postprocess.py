@@ -85,7 +85,12 @@ def is_multiline_position(ctx: CursorContext) -> bool:
     if _inside_single_line_node(ctx):
         return False
     before = ctx.line_prefix
-    return not before.strip() or bool(_BLOCK_OPENER_RE.search(before))
+    if not before.strip():
+        return True
+    opener = _BLOCK_OPENER_RE.search(before)
+    if opener and rest.strip():  # `f(|)`: arguments go on this line; `{|}` opens a block
+        return opener.group(1) in ("{", ":")
+    return bool(opener)
 
 
 def _inside_single_line_node(ctx: CursorContext) -> bool:

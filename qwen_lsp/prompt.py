@@ -114,9 +114,18 @@ def group_snippets(snippets: list[Snippet]) -> list[tuple[str, list[Snippet]]]:
     return [(path, sorted(group, key=lambda s: s.start_line)) for path, group in ordered]
 
 
+def _gap(path: str) -> str:
+    """The line that stands for left-out code."""
+    return "..." if path.endswith((".py", ".pyi")) else comment_prefix(path) + " ..."
+
+
 def _join_snippets(path: str, group: list[Snippet]) -> str:
-    gap = "\n" + ("..." if path.endswith((".py", ".pyi")) else comment_prefix(path) + " ...") + "\n"
-    return gap.join(s.text.rstrip("\n") for s in group)
+    parts = [group[0].text.rstrip("\n")] if group else []
+    for before, snippet in zip(group, group[1:]):
+        if snippet.start_line > before.end_line:
+            parts.append(_gap(path))
+        parts.append(snippet.text.rstrip("\n"))
+    return "\n".join(parts)
 
 
 class PromptBuilder:
@@ -145,9 +154,9 @@ class PromptBuilder:
             ids.append(self.special[name])
             shown.append(name)
 
-        head_text = "".join(_join_snippets(rel_path, [s]) + "\n" for s in head)
-        if head and not window.prefix.startswith("\n"):
-            head_text += ("..." if rel_path.endswith(".py") else comment_prefix(rel_path) + " ...") + "\n"
+        head_text = _join_snippets(rel_path, list(head)) + "\n" if head else ""
+        if head and head[-1].end_line < window.start_line:
+            head_text += _gap(rel_path) + "\n"  # lines left out before the window
         groups = group_snippets(list(snippets))
         if self.mode == "repo":
             control("<|repo_name|>")
