@@ -126,10 +126,13 @@ class PipelineCompleter:
 
 
 def split_budget(total: int) -> Budgets:
-    """The ``contextBudget`` setting (prompt tokens in all) as the pipeline's three budgets:
-    half for the text before the cursor, a sixteenth after it, the rest for repository context."""
-    prefix, suffix = total // 2, total // 16
-    return Budgets(prefix_tokens=prefix, suffix_tokens=suffix, context_tokens=total - prefix - suffix)
+    """The ``contextBudget`` setting (prompt tokens in all) as the pipeline's three budgets, in
+    the proportions of its evaluated CPU profile (which the default budget reproduces)."""
+    cpu = Budgets.for_device("cpu")
+    scale = total / (cpu.prefix_tokens + cpu.suffix_tokens + cpu.context_tokens)
+    return Budgets(prefix_tokens=max(32, int(cpu.prefix_tokens * scale)),
+                   suffix_tokens=max(8, int(cpu.suffix_tokens * scale)),
+                   context_tokens=int(cpu.context_tokens * scale))
 
 
 _EXTENSIONS = {"python": ".py", "javascript": ".js", "typescript": ".ts", "typescriptreact": ".tsx",

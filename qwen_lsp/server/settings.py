@@ -25,7 +25,7 @@ class Settings:
     """Effective settings; every field has a safe default."""
 
     model: str = "default"
-    context_budget: int = 2048  # prompt tokens in all
+    context_budget: int = 944  # prompt tokens in all (the pipeline's evaluated CPU profile)
     max_tokens: int = 64
     time_budget_ms: int = 3000
     debounce_ms: int = 60
