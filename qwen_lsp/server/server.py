@@ -121,15 +121,15 @@ class QwenLanguageServer(LanguageServer):
         if self.host.spec != spec:
             return  # a newer load started
         if self.host.ready:
-            message = f"model {spec} ready in {time.monotonic() - started:.1f} s"
-            self.status.set(READY, message)
+            state, message = READY, f"model {spec} ready in {time.monotonic() - started:.1f} s"
             self.log_to_client("info", message)
         else:
-            self.status.set(ERROR, self.host.error or "load failed")
-            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"qwen-lsp: cannot load model {spec}: {self.host.error}"))
-            self.log_to_client("error", f"cannot load model {spec}: {self.host.error}")
+            state, message = ERROR, f"cannot load model {spec}: {self.host.error}"
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"qwen-lsp: {message}"))
+            self.log_to_client("error", message)
         if token is not None:
-            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=self.status.message))
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        self.status.set(state, message)  # last: clients waiting for it have seen the rest
 
     def reload_model(self) -> None:
         self._load_task = self.spawn(self.load_model())
