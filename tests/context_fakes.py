@@ -65,14 +65,25 @@ class FakeModel:
         self.tokenizer = FakeTokenizer(specials)
         self.reply = reply
         self.prompts: list[list[int]] = []
+        self.stop_reasons: list[str] = []
 
     def generate(self, prompt_ids, config, on_token=None, should_stop=None):
         self.prompts.append(list(prompt_ids))
-        text = self.reply(self.tokenizer.decode(prompt_ids)) if callable(self.reply) else self.reply
-        for stop in config.stop_strings:
-            if stop in text:
-                text = text[: text.index(stop)]
-        return FakeResult(text, [], len(prompt_ids))
+        reply = self.reply(self.tokenizer.decode(prompt_ids)) if callable(self.reply) else self.reply
+        text, reason = "", "eos"
+        for piece in _PIECE.findall(reply):  # streamed like a runtime: stop strings, then polls
+            text += piece
+            if on_token is not None:
+                on_token(0, piece)
+            hits = [text.find(s) for s in config.stop_strings if s in text]
+            if hits:
+                text, reason = text[: min(hits)], "stop_string"
+                break
+            if should_stop is not None and should_stop():
+                reason = "cancelled"
+                break
+        self.stop_reasons.append(reason)
+        return FakeResult(text, [], len(prompt_ids), stop_reason=reason)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_lsp.postprocess import CursorContext, is_multiline_position, postprocess
+from qwen_lsp.postprocess import CursorContext, EarlyStop, is_multiline_position, postprocess
 
 SYNTHETIC = [
     # name, raw, prefix, suffix, language, expected
@@ -70,3 +70,30 @@ def test_multiline_decision():
     assert not is_multiline_position(CursorContext("x = foo(", ") + 1\n", "python"))
     assert not is_multiline_position(CursorContext("# a comment about ", "\n", "python"))
     assert not is_multiline_position(CursorContext("x = 1 + ", "\n", "python"))
+
+
+def stream(watcher: EarlyStop, text: str) -> str:
+    """Feed text a character at a time; return what had arrived when the watcher said stop."""
+    seen = ""
+    for char in text:
+        seen += char
+        watcher.on_token(0, char)
+        if watcher.done:
+            break
+    return seen
+
+
+def test_early_stop_single_line_waits_for_brackets():
+    ctx = CursorContext("x = ", "\n", "python")
+    assert stream(EarlyStop(ctx, False), "foo(a)\nbar()\n") == "foo(a)\n"
+    assert stream(EarlyStop(ctx, False), "foo(a,\n    b)\nbar()\n") == "foo(a,\n    b)\n"
+
+
+def test_early_stop_multiline_at_block_end():
+    ctx = CursorContext("def f(x):\n    ", "\n", "python")
+    raw = "y = x\n    return y\n\ndef g():\n    pass\n"
+    assert stream(EarlyStop(ctx, True), raw) == "y = x\n    return y\n\ndef g():\n"
+    assert postprocess(raw, CursorContext(ctx.prefix, ctx.suffix, "python", True)) == \
+        "y = x\n    return y"
+    long = "a = 1\n" + "    a = 1\n" * 40
+    assert stream(EarlyStop(ctx, True, max_lines=3), long).count("\n") == 4
