@@ -94,6 +94,7 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--strategy", default="repo",
                         help="none, repo, random-chunks, or a comma-separated list to compare")
     parser.add_argument("--limit", type=int, help="run N cases spread over workspaces and kinds")
+    parser.add_argument("--kinds", help="only these case kinds, comma-separated (e.g. line,call_args)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--rows", help="also write per-case results to this JSONL file")
     _add_budget_options(parser)
@@ -113,7 +114,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if unknown or not strategies:
         print(f"error: unknown strategy {unknown}; choose from {STRATEGIES}", file=sys.stderr)
         return 2
-    cases = spread(load_cases(args.cases), args.limit)
+    cases = load_cases(args.cases)
+    if args.kinds:
+        kinds = {kind.strip() for kind in args.kinds.split(",")}
+        cases = [case for case in cases if case.kind in kinds]
+    cases = spread(cases, args.limit)
     lm = load_model(args.model)
     rows_out = open(args.rows, "w", encoding="utf-8") if args.rows else None
 

@@ -22,7 +22,8 @@ from typing import Callable, Protocol
 from .context.languages import comment_prefix
 from .context.retrieval import Snippet
 
-WINDOW_SNAP_LINES = 16  # the prefix window starts on a multiple of this many lines
+WINDOW_SNAP_LINES = 16
+MAX_CHARS_PER_TOKEN = 8  # the prefix window starts on a multiple of this many lines
 SOURCE_ORDER = {"import": 0, "local": 0, "repo": 1, "sibling": 2, "recent": 3, "similar": 4}
 
 
@@ -81,7 +82,13 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
     lines = text.split("\n")
     line = max(0, min(line, len(lines) - 1))
     col = max(0, min(col, len(lines[line])))
-    current_prefix, current_suffix = lines[line][:col], lines[line][col:]
+    # a huge line (minified code, data) is cut to what its budget could ever hold
+    current_prefix = lines[line][:col][-budgets.prefix_tokens * MAX_CHARS_PER_TOKEN:]
+    current_suffix = lines[line][col:][:budgets.suffix_tokens * MAX_CHARS_PER_TOKEN]
+    while count_tokens(current_prefix) > budgets.prefix_tokens:
+        current_prefix = current_prefix[max(1, len(current_prefix) // 4):]
+    while current_suffix and count_tokens(current_suffix) > budgets.suffix_tokens:
+        current_suffix = current_suffix[: len(current_suffix) * 3 // 4]
 
     used = count_tokens(current_prefix)
     start = line

@@ -100,3 +100,11 @@ def test_cursor_past_the_end_and_empty_document():
     window = local_window("", 0, 0, count(tok), Budgets())
     prompt = PromptBuilder(tok).build("a.py", "r", window)
     assert prompt.text.endswith("<|fim_prefix|><|fim_suffix|><|fim_middle|>")
+
+
+def test_huge_lines_are_cut_to_the_budget():
+    tok = tokenizer()
+    line = "a = [" + ", ".join(str(i) for i in range(50_000)) + "]"
+    window = local_window(line, 0, len(line) // 2, count(tok), Budgets(prefix_tokens=100, suffix_tokens=20))
+    assert len(tok.encode(window.prefix)) <= 100 and len(tok.encode(window.suffix)) <= 20
+    assert window.prefix and window.suffix

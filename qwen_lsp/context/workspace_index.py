@@ -113,7 +113,11 @@ class WorkspaceIndex:
     def update_file(self, path: str | os.PathLike, text: str) -> None:
         """Re-index a file from its current (editor) text."""
         rel = self.relpath(path)
-        if rel is not None and len(text) <= self.max_file_bytes:
+        if rel is None:
+            return
+        if len(text) > self.max_file_bytes:
+            self.remove_file(rel)  # grew too big to index
+        else:
             self._set(rel, text)
 
     def remove_file(self, path: str | os.PathLike) -> None:

@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             suffix = "\n".join([lines[case.line][case.col:]]
                                + lines[case.line + 1:case.line + CONTEXT_LINES])
             language = language_for_path(case.file)
+            fixture_id = f"{row['id']}:{row.get('config', '')}"
+            repeats = sum(f["id"].split("#")[0] == fixture_id for f in fixtures)
             fixtures.append({
-                "id": f"{row['id']}:{row.get('config', '')}", "model": args.model,
+                "id": fixture_id + (f"#{repeats + 1}" if repeats else ""), "model": args.model,
                 "language": language, "prefix": prefix, "suffix": suffix, "raw": row["raw"],
                 "expected": postprocess(row["raw"], CursorContext(prefix, suffix, language)),
                 "reference": case.middle})
