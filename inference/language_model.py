@@ -3,50 +3,41 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import torch
 
 from .checkpoint import open_checkpoint
-from .generate import GenerationResult, OnToken, ShouldStop, generate
+from .engine import Engine, SpeculationConfig
+from .generate import GenerationResult, OnToken, ShouldStop
 from .model import QwenModel, build_model
 from .sampling import GenerationConfig
 from .tokenizer import Tokenizer
 
 
 class LanguageModel:
-    """Thread-safe generation over one model. Keeps the last sequence's KV cache and reuses its
-    longest common token prefix with the next prompt."""
+    """A model, its tokenizer and the `Engine` that serves it (thread-safe, with a prefix cache and
+    n-gram speculation by default)."""
 
-    def __init__(self, model: QwenModel, tokenizer: Tokenizer, path: Path, max_context: int | None = None):
+    def __init__(self, model: QwenModel, tokenizer: Tokenizer, path: Path, max_context: int | None = None, *,
+                 prefix_cache_mib: float = 512.0, speculation: SpeculationConfig = SpeculationConfig()):
         self.model, self.tokenizer, self.path = model, tokenizer, path
         self.config = model.config
-        self._cache = model.new_cache(min(max_context or model.config.context_length, model.config.context_length))
-        self._cached_ids: list[int] = []
-        self._lock = threading.Lock()
+        self.engine = Engine(model, tokenizer, max_context=max_context, prefix_cache_mib=prefix_cache_mib,
+                             speculation=speculation)
 
     @property
     def context_length(self) -> int:
-        return self._cache.max_length
+        return self.engine.context_length
 
     def generate(self, prompt_ids: list[int], config: GenerationConfig | None = None, *,
-                 on_token: OnToken | None = None, should_stop: ShouldStop | None = None) -> GenerationResult:
-        """Generate after `prompt_ids`. `should_stop` is polled between tokens (cooperative cancel)."""
-        config = config or GenerationConfig()
-        with self._lock:
-            common = _common_prefix(self._cached_ids, prompt_ids)
-            self._cache.truncate(common)
-            self._cached_ids = self._cached_ids[:common]
-            try:
-                result = generate(self.model, self.tokenizer, prompt_ids, config, self._cache, on_token, should_stop)
-            except BaseException:
-                self._cache.truncate(0)
-                self._cached_ids = []
-                raise
-            self._cached_ids = (list(prompt_ids) + result.token_ids)[: self._cache.length]
-            result.timings["reused_prompt_tokens"] = common
-            return result
+                 on_token: OnToken | None = None, should_stop: ShouldStop | None = None,
+                 request_key: object = None, time_budget_ms: float | None = None) -> GenerationResult:
+        """Generate after `prompt_ids`. `should_stop` is polled between tokens (cooperative cancel);
+        a newer request with the same `request_key` preempts this one; past `time_budget_ms`
+        generation ends at the next newline."""
+        return self.engine.generate(prompt_ids, config, on_token=on_token, should_stop=should_stop,
+                                    request_key=request_key, time_budget_ms=time_budget_ms)
 
     def generate_text(self, prompt: str, config: GenerationConfig | None = None, **kwargs) -> GenerationResult:
         """Generate after a text prompt whose control-token spellings (`<|fim_prefix|>` ...) are parsed."""
@@ -68,10 +59,3 @@ def load_model(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32, t
     model = build_model(checkpoint, dtype)
     return LanguageModel(model, tokenizer, path, max_context)
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
