@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_bench_replay import add_bench_replay_command
 from .cli_generate import add_generate_command
 from .cli_model import add_model_commands
 
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_generate_command(subparsers)
     add_model_commands(subparsers)
+    add_bench_replay_command(subparsers)
     return parser
 
 
