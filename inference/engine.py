@@ -9,7 +9,6 @@ the context length each) and the prefix cache's budget.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 
 from .generate import GenerationResult, OnToken, ShouldStop, generate
 from .model import QwenModel
+from .preemption import LatestByKey, either
 from .prefix_cache import PrefixCache
 from .sampling import GenerationConfig
 from .speculative import DraftLength, DraftModelDrafter, NgramDrafter
@@ -51,9 +51,7 @@ class Engine:
         self._draft = None
         self._cached_ids: list[int] = []
         self._model_lock = threading.Lock()
-        self._keys_lock = threading.Lock()
-        self._latest: dict[object, int] = {}
-        self._tickets = itertools.count(1)
+        self._requests = LatestByKey()
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -67,27 +65,26 @@ class Engine:
         config = config or GenerationConfig()
         started = time.perf_counter()
         deadline = None if time_budget_ms is None else started + time_budget_ms / 1000
-        stale = self._register(request_key)
-        stop = stale if should_stop is None else (lambda: stale() or should_stop())
+        ticket, stale = self._requests.register(request_key)
+        stop = either(stale, should_stop)
         try:
             with self._model_lock:
                 if stop():
                     return GenerationResult("", [], len(prompt_ids), "cancelled")
                 return self._run(prompt_ids, config, on_token, stop, deadline)
         finally:
-            self._unregister(request_key, stale)
+            self._requests.release(request_key, ticket)
 
     def submit(self, prompt_ids: list[int], config: GenerationConfig | None = None, **kwargs) -> Future:
         """Queue a request on the engine's worker thread; the future holds its `GenerationResult`.
         Registering the key happens now, so the newest submission preempts older ones at once."""
         request_key = kwargs.pop("request_key", None)
-        stale = self._register(request_key)
-        should_stop = kwargs.pop("should_stop", None)
-        stop = stale if should_stop is None else (lambda: stale() or should_stop())
+        ticket, stale = self._requests.register(request_key)
+        stop = either(stale, kwargs.pop("should_stop", None))
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="qwen-engine")
         future = self._executor.submit(self.generate, prompt_ids, config, should_stop=stop, **kwargs)
-        future.add_done_callback(lambda _: self._unregister(request_key, stale))
+        future.add_done_callback(lambda _: self._requests.release(request_key, ticket))
         return future
 
     async def generate_async(self, prompt_ids: list[int], config: GenerationConfig | None = None,
@@ -99,24 +96,6 @@ class Engine:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-
-    def _register(self, key: object) -> ShouldStop:
-        """Make this the newest request for `key`; return 'has a newer one arrived?'."""
-        ticket = next(self._tickets)
-        if key is None:
-            return lambda: False
-        with self._keys_lock:
-            self._latest[key] = ticket
-        stale = lambda: self._latest.get(key) != ticket  # noqa: E731 (read without the lock: a dict get)
-        stale.ticket = ticket
-        return stale
-
-    def _unregister(self, key: object, stale: ShouldStop) -> None:
-        if key is None:
-            return
-        with self._keys_lock:
-            if self._latest.get(key) == stale.ticket:
-                del self._latest[key]
 
     def _run(self, prompt_ids: list[int], config: GenerationConfig, on_token: OnToken | None,
              should_stop: ShouldStop, deadline: float | None) -> GenerationResult:
