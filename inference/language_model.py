@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -45,17 +46,33 @@ class LanguageModel:
 
 
 def load_model(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32, threads: int | None = None,
-               max_context: int | None = None, fetch: bool = True, progress: bool = True) -> LanguageModel:
-    """Load a model by known name ("default", "qwen2.5-coder-1.5b"), .gguf path or HF directory."""
+               max_context: int | None = None, fetch: bool = True, progress: bool = True,
+               prefix_cache_mib: float = 512.0, draft: str | os.PathLike | None = None,
+               speculation: SpeculationConfig = SpeculationConfig()) -> LanguageModel:
+    """Load a model by known name ("default", "qwen2.5-coder-1.5b"), .gguf path or HF directory.
+
+    `draft` names a smaller model with the same tokenizer that drafts tokens for this one (off by
+    default: see the replay bench); otherwise `speculation` (prompt lookup by default) applies.
+    """
     if threads:
         torch.set_num_threads(threads)
-    path = Path(spec)
-    if not path.exists():
-        from .model_store import resolve_model
-
-        path = resolve_model(str(spec), fetch=fetch, progress=progress)
+    path = _resolve(spec, fetch, progress)
     checkpoint = open_checkpoint(path)
     tokenizer = checkpoint.load_tokenizer()
     model = build_model(checkpoint, dtype)
-    return LanguageModel(model, tokenizer, path, max_context)
+    if draft is not None:
+        draft_checkpoint = open_checkpoint(_resolve(draft, fetch, progress))
+        if draft_checkpoint.config.vocab_size != model.config.vocab_size:
+            raise ValueError(f"the draft model {draft} has another vocabulary than {spec}")
+        speculation = replace(speculation, draft_model=build_model(draft_checkpoint, dtype))
+    return LanguageModel(model, tokenizer, path, max_context, prefix_cache_mib=prefix_cache_mib,
+                         speculation=speculation)
 
+
+def _resolve(spec: str | os.PathLike, fetch: bool, progress: bool) -> Path:
+    path = Path(spec)
+    if path.exists():
+        return path
+    from .model_store import resolve_model
+
+    return resolve_model(str(spec), fetch=fetch, progress=progress)

@@ -141,3 +141,43 @@ def test_rejection_sampling_keeps_the_target_distribution(drafter):
     assert counts[~mask].sum() == 0
     chi2 = float(((counts[mask] - expected[mask]) ** 2 / expected[mask]).sum())
     assert chi2 < CHI2_DF15_P001
+
+
+REAL_PROMPT = ("<|fim_prefix|>def area(width, height):\n    return width * height\n\n\n"
+               "def area_v2(width, height):\n<|fim_suffix|>\n<|fim_middle|>")
+
+
+@pytest.fixture(scope="module")
+def real_lm(real_gguf):
+    return load_model(real_gguf, threads=2)
+
+
+@pytest.mark.real_model
+def test_real_model_speculation_and_prefix_cache_are_exact(real_lm):
+    """0.5B: plain decoding, n-gram speculation and a prefix-cache hit give the same tokens."""
+    plain, fast = _engines(real_lm, SpeculationConfig())
+    ids = real_lm.tokenizer.encode(REAL_PROMPT, parse_special=True)
+    config = GenerationConfig(max_new_tokens=10)
+    expected = plain.generate(ids, config)
+    got = fast.generate(ids, config)
+    again = fast.generate(ids, config)
+    assert got.token_ids == expected.token_ids == again.token_ids
+    assert got.timings["accepted_tokens"] > 0
+    assert again.timings["reused_prompt_tokens"] == len(ids) - 1
+
+
+@pytest.mark.real_model
+def test_real_draft_model_is_exact(real_lm):
+    """0.5B drafting for 1.5B (skipped when the 1.5B is not in the model store)."""
+    from inference.errors import ModelNotFoundError
+    from inference.model_store import resolve_model
+
+    try:
+        target = load_model(resolve_model("qwen2.5-coder-1.5b", fetch=False), threads=2)
+    except ModelNotFoundError as exc:
+        pytest.skip(f"no 1.5B model: {exc}")
+    plain, fast = _engines(target, SpeculationConfig(draft_model=real_lm.model, draft_initial=4, draft_max=4))
+    ids = target.tokenizer.encode(REAL_PROMPT, parse_special=True)
+    config = GenerationConfig(max_new_tokens=8)
+    got, expected = fast.generate(ids, config), plain.generate(ids, config)
+    assert got.token_ids == expected.token_ids and got.timings["drafted_tokens"] > 0
