@@ -70,7 +70,8 @@ class Engine:
         try:
             with self._model_lock:
                 if stop():
-                    return GenerationResult("", [], len(prompt_ids), "cancelled")
+                    return GenerationResult("", [], len(prompt_ids), "cancelled",
+                                            timings=dict(reused_prompt_tokens=0, computed_prompt_tokens=0))
                 return self._run(prompt_ids, config, on_token, stop, deadline)
         finally:
             self._requests.release(request_key, ticket)
