@@ -146,7 +146,10 @@ def summarize(measures: list[RequestMeasure], baseline: list[RequestMeasure] | N
     if drafted:
         summary["acceptance_rate"] = sum(m.accepted for m in measures) / drafted
     if baseline is not None:
-        summary["latency_p50_vs_baseline"] = summary["latency_ms_p50"] / _percentile([m.total_ms for m in baseline], 0.5)
+        for measure in ("ttft", "latency"):
+            key = "ttft_ms" if measure == "ttft" else "total_ms"
+            ours = _percentile([getattr(m, key) for m in measures], 0.5)
+            summary[f"{measure}_p50_vs_baseline"] = ours / _percentile([getattr(m, key) for m in baseline], 0.5)
     if plain_decode is not None:
         summary["identical"] = all(a.token_ids == b.token_ids for a, b in zip(measures, plain_decode))
         for kind in ("fresh", "edit"):
