@@ -59,11 +59,7 @@ def run_bench_replay(args: argparse.Namespace) -> int:
     measured = {}
     for mode in modes:
         engine = make_engine(lm, mode, draft, args.cache_mib, args.draft_initial, args.draft_max)
-        measured[mode] = replay(engine, requests, config)
-        for i, m in enumerate(measured[mode]):
-            print(f"{mode:6} #{i:<3} {m.kind:5} prompt={m.prompt_tokens:5} cached={m.cached_tokens:5} "
-                  f"computed={m.computed_tokens:5} new={m.new_tokens:3} ttft={m.ttft_ms:8.0f}ms "
-                  f"total={m.total_ms:8.0f}ms accepted={m.accepted}/{m.drafted}", flush=True)
+        measured[mode] = replay(engine, requests, config, lambda m, mode=mode: _print_measure(mode, m))
     summaries = {}
     for mode, measures in measured.items():
         baseline = measured.get("plain") if mode != "plain" else None
@@ -75,3 +71,9 @@ def run_bench_replay(args: argparse.Namespace) -> int:
             summaries=summaries, requests={mode: [vars(m) for m in ms] for mode, ms in measured.items()}), indent=1))
     sys.stdout.flush()
     return 0
+
+
+def _print_measure(mode: str, m) -> None:
+    print(f"{mode:6} {m.kind:5} prompt={m.prompt_tokens:5} cached={m.cached_tokens:5} "
+          f"computed={m.computed_tokens:5} new={m.new_tokens:3} ttft={m.ttft_ms:8.0f}ms "
+          f"total={m.total_ms:8.0f}ms accepted={m.accepted}/{m.drafted}", flush=True)

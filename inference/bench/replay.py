@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..engine import Engine, SpeculationConfig
 from ..sampling import GenerationConfig
@@ -89,7 +90,8 @@ def requests_from_trace(trace: dict, tokenizer, *, prefix_lines: int = 96, suffi
     return requests
 
 
-def replay(engine: Engine, requests: list[ReplayRequest], config: GenerationConfig) -> list[RequestMeasure]:
+def replay(engine: Engine, requests: list[ReplayRequest], config: GenerationConfig,
+           on_measure: Callable[[RequestMeasure], None] | None = None) -> list[RequestMeasure]:
     """Run every request in order on `engine` (one document, as an editor would)."""
     measures = []
     for request in requests:
@@ -102,6 +104,8 @@ def replay(engine: Engine, requests: list[ReplayRequest], config: GenerationConf
             request.kind, request.first_of_file, len(request.prompt_ids), t["reused_prompt_tokens"],
             t["computed_prompt_tokens"], ttft, total_ms, len(result.token_ids), total_ms - ttft,
             t["drafted_tokens"], t["accepted_tokens"], result.token_ids))
+        if on_measure is not None:
+            on_measure(measures[-1])
     return measures
 
 
