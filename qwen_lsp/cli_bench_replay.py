@@ -56,10 +56,9 @@ def run_bench_replay(args: argparse.Namespace) -> int:
     requests = requests_from_trace(trace, lm.tokenizer, prefix_lines=args.prefix_lines,
                                    context_chars=args.context_chars, limit=args.limit)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, stop_strings=("\n\n",))
-    measured = {}
-    for mode in modes:
-        engine = make_engine(lm, mode, draft, args.cache_mib, args.draft_initial, args.draft_max)
-        measured[mode] = replay(engine, requests, config, lambda m, mode=mode: _print_measure(mode, m))
+    engines = {mode: make_engine(lm, mode, draft, args.cache_mib, args.draft_initial, args.draft_max)
+               for mode in modes}
+    measured = replay(engines, requests, config, _print_measure)
     summaries = {}
     for mode, measures in measured.items():
         baseline = measured.get("plain") if mode != "plain" else None

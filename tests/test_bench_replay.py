@@ -31,9 +31,8 @@ def test_replay_reports_cache_and_speculation_measures(tiny_model_dir):
     requests = requests_from_trace(make_trace(REPO, files=1, typed_chars=8), lm.tokenizer,
                                    prefix_lines=6, suffix_lines=2, context_chars=0, limit=5)
     config = GenerationConfig(max_new_tokens=6, stop_ids=frozenset())
-    plain = replay(make_engine(lm, "plain"), requests, config)
-    cached = replay(make_engine(lm, "cache"), requests, config)
-    ngram = replay(make_engine(lm, "ngram"), requests, config)
+    measured = replay({mode: make_engine(lm, mode) for mode in ("plain", "cache", "ngram")}, requests, config)
+    plain, cached, ngram = measured["plain"], measured["cache"], measured["ngram"]
     assert all(m.cached_tokens == 0 for m in plain)
     assert all(m.cached_tokens > 0 for m in cached[1:])
     summary = summarize(ngram, plain, cached)

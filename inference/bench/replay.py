@@ -3,7 +3,7 @@
 Prompts are repository-level FIM prompts in Qwen2.5-Coder's format: the context files, then the
 current file with the cursor. The file window starts at a line rounded down to a block (a third of the window), so the
 prompt before the cursor stays stable while the user types (what makes prefix reuse possible).
-Each mode replays the same requests on a fresh engine; greedy decoding, so the speculative modes
+Each mode replays the same requests on its own engine, taking turns; greedy decoding, so the speculative modes
 must produce the same tokens as plain decoding (checked, and reported as `identical`).
 """
 
@@ -90,22 +90,25 @@ def requests_from_trace(trace: dict, tokenizer, *, prefix_lines: int = 96, suffi
     return requests
 
 
-def replay(engine: Engine, requests: list[ReplayRequest], config: GenerationConfig,
-           on_measure: Callable[[RequestMeasure], None] | None = None) -> list[RequestMeasure]:
-    """Run every request in order on `engine` (one document, as an editor would)."""
-    measures = []
+def replay(engines: dict[str, Engine], requests: list[ReplayRequest], config: GenerationConfig,
+           on_measure: Callable[[str, RequestMeasure], None] | None = None) -> dict[str, list[RequestMeasure]]:
+    """Run every request in order on each engine (one document, as an editor would). Modes take
+    turns request by request, so a change in machine load affects them alike."""
+    measures: dict[str, list[RequestMeasure]] = {mode: [] for mode in engines}
     for request in requests:
-        started = time.perf_counter()
-        result = engine.generate(request.prompt_ids, config, request_key=request.path)
-        total_ms = (time.perf_counter() - started) * 1000
-        t = result.timings
-        ttft = result.ttft_ms if result.ttft_ms is not None else total_ms
-        measures.append(RequestMeasure(
-            request.kind, request.first_of_file, len(request.prompt_ids), t["reused_prompt_tokens"],
-            t["computed_prompt_tokens"], ttft, total_ms, len(result.token_ids), total_ms - ttft,
-            t["drafted_tokens"], t["accepted_tokens"], result.token_ids))
-        if on_measure is not None:
-            on_measure(measures[-1])
+        for mode, engine in engines.items():
+            started = time.perf_counter()
+            result = engine.generate(request.prompt_ids, config, request_key=request.path)
+            total_ms = (time.perf_counter() - started) * 1000
+            t = result.timings
+            ttft = result.ttft_ms if result.ttft_ms is not None else total_ms
+            measure = RequestMeasure(
+                request.kind, request.first_of_file, len(request.prompt_ids), t["reused_prompt_tokens"],
+                t["computed_prompt_tokens"], ttft, total_ms, len(result.token_ids), total_ms - ttft,
+                t["drafted_tokens"], t["accepted_tokens"], result.token_ids)
+            measures[mode].append(measure)
+            if on_measure is not None:
+                on_measure(mode, measure)
     return measures
 
 
