@@ -155,7 +155,8 @@ def real_lm(real_gguf):
 @pytest.mark.real_model
 def test_real_model_speculation_and_prefix_cache_are_exact(real_lm):
     """0.5B: plain decoding, n-gram speculation and a prefix-cache hit give the same tokens."""
-    plain, fast = _engines(real_lm, SpeculationConfig())
+    plain = Engine(real_lm.model, real_lm.tokenizer, reuse_prefix=False, speculation=SpeculationConfig(ngram=False))
+    fast = Engine(real_lm.model, real_lm.tokenizer)  # prefix cache and prompt lookup, the defaults
     ids = real_lm.tokenizer.encode(REAL_PROMPT, parse_special=True)
     config = GenerationConfig(max_new_tokens=10)
     expected = plain.generate(ids, config)
