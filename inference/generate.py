@@ -11,6 +11,7 @@ import torch
 from .kv_cache import KVCache
 from .model import QwenModel
 from .sampling import GenerationConfig, choose_token
+from .speculative import Draft, Drafter, DraftLength, verify_greedy, verify_sampling
 from .tokenizer import Tokenizer
 
 OnToken = Callable[[int, str], None]
@@ -22,7 +23,7 @@ class GenerationResult:
     text: str
     token_ids: list[int]
     prompt_tokens: int
-    stop_reason: str  # "stop_token" | "stop_string" | "max_tokens" | "cancelled"
+    stop_reason: str  # "stop_token" | "stop_string" | "max_tokens" | "cancelled" | "time_budget"
     ttft_ms: float | None = None
     prefill_ms: float = 0.0
     total_ms: float = 0.0
@@ -43,9 +44,15 @@ def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
 
 
 def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], config: GenerationConfig,
-             cache: KVCache, on_token: OnToken | None = None,
-             should_stop: ShouldStop | None = None) -> GenerationResult:
-    """Generate after `prompt_ids`; the cache must be empty or hold a prefix of the prompt."""
+             cache: KVCache, on_token: OnToken | None = None, should_stop: ShouldStop | None = None, *,
+             drafter: Drafter | None = None, draft_length: DraftLength | None = None,
+             deadline: float | None = None) -> GenerationResult:
+    """Generate after `prompt_ids`; the cache must be empty or hold a prefix of the prompt.
+
+    With a `drafter`, each step verifies the drafted tokens in one forward pass (exact: see
+    `speculative`). Past `deadline` (a `time.perf_counter()` value) generation ends at the next
+    newline. On return the cache holds KV for a prefix of prompt + generated tokens.
+    """
     if not prompt_ids:
         raise ValueError("the prompt is empty")
     vocab = model.config.vocab_size
@@ -58,49 +65,90 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
             f"prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({config.max_new_tokens}) "
             f"exceeds the context length {cache.max_length}"
         )
-    stop_ids = tokenizer.stop_ids if config.stop_ids is None else config.stop_ids
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
+    draft_length = draft_length or DraftLength()
 
     started = time.perf_counter()
     reused = min(cache.length, len(prompt_ids) - 1)
     cache.truncate(reused)
     result = GenerationResult(text="", token_ids=[], prompt_tokens=len(prompt_ids), stop_reason="max_tokens")
+    result.timings.update(drafted_tokens=0, accepted_tokens=0, verify_steps=0)
     logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop)
     result.prefill_ms = (time.perf_counter() - started) * 1000
-    if logits is None:
-        result.stop_reason = "cancelled"
+    if logits is None or config.max_new_tokens == 0:
+        result.stop_reason = "cancelled" if logits is None else "max_tokens"
         result.total_ms = result.prefill_ms
         return result
 
-    decoder = tokenizer.stream_decoder()
-    first_token_at = None
-    while len(result.token_ids) < config.max_new_tokens:
-        token = choose_token(logits, config, prompt_ids + result.token_ids, generator)
-        if first_token_at is None:
-            first_token_at = time.perf_counter()
-            result.ttft_ms = (first_token_at - started) * 1000
-        if token in stop_ids:
-            result.stop_reason = "stop_token"
-            break
-        result.token_ids.append(token)
-        piece = decoder.step(token)
-        result.text += piece
-        if on_token is not None:
-            on_token(token, piece)
-        if config.stop_strings and _cut_at_stop_string(result, config.stop_strings):
-            break
-        if len(result.token_ids) == config.max_new_tokens:
-            break
+    emit = _Emitter(tokenizer, config, result, on_token, deadline)
+    token = choose_token(logits, config, prompt_ids, generator)
+    first_token_at = time.perf_counter()
+    result.ttft_ms = (first_token_at - started) * 1000
+    done = emit(token)
+    while not done:
         if should_stop is not None and should_stop():
             result.stop_reason = "cancelled"
             break
-        logits = model.forward(torch.tensor([token], dtype=torch.long), cache, last_only=True)[-1]
+        context = prompt_ids + result.token_ids
+        room = config.max_new_tokens - len(result.token_ids) - 1
+        draft = drafter.propose(context, min(draft_length.current, room), config, generator) \
+            if drafter is not None and room > 0 else Draft([])
+        base = cache.length
+        logits = model.forward(torch.tensor([token] + draft.tokens, dtype=torch.long), cache,
+                               last_only=not draft.tokens)
+        if not draft.tokens:
+            accepted, token = 0, choose_token(logits[-1], config, context, generator)
+        elif config.greedy:
+            accepted, token = verify_greedy(logits, draft.tokens)
+        else:
+            accepted, token = verify_sampling(logits, draft, config, context, generator)
+        if draft.tokens:
+            cache.truncate(base + 1 + accepted)
+            draft_length.update(len(draft.tokens), accepted)
+            result.timings["verify_steps"] += 1
+            result.timings["drafted_tokens"] += len(draft.tokens)
+            result.timings["accepted_tokens"] += accepted
+        for accepted_token in draft.tokens[:accepted] + [token]:
+            done = emit(accepted_token)
+            if done:
+                break
 
+    cache.truncate(len(prompt_ids) + len(result.token_ids))
     finished = time.perf_counter()
     result.total_ms = (finished - started) * 1000
-    if first_token_at is not None and len(result.token_ids) > 1:
+    if len(result.token_ids) > 1:
         result.decode_tokens_per_s = (len(result.token_ids) - 1) / max(finished - first_token_at, 1e-9)
     return result
+
+
+class _Emitter:
+    """Hands one chosen token to the result and the caller; says whether generation is over."""
+
+    def __init__(self, tokenizer: Tokenizer, config: GenerationConfig, result: GenerationResult,
+                 on_token: OnToken | None, deadline: float | None):
+        self.stop_ids = tokenizer.stop_ids if config.stop_ids is None else config.stop_ids
+        self.decoder = tokenizer.stream_decoder()
+        self.config, self.result, self.on_token, self.deadline = config, result, on_token, deadline
+
+    def __call__(self, token: int) -> bool:
+        result = self.result
+        if token in self.stop_ids:
+            result.stop_reason = "stop_token"
+            return True
+        result.token_ids.append(token)
+        piece = self.decoder.step(token)
+        result.text += piece
+        if self.on_token is not None:
+            self.on_token(token, piece)
+        if self.config.stop_strings and _cut_at_stop_string(result, self.config.stop_strings):
+            return True
+        if len(result.token_ids) >= self.config.max_new_tokens:
+            result.stop_reason = "max_tokens"
+            return True
+        if self.deadline is not None and "\n" in piece and time.perf_counter() >= self.deadline:
+            result.stop_reason = "time_budget"
+            return True
+        return False
 
 
 def _cut_at_stop_string(result: GenerationResult, stop_strings: tuple[str, ...]) -> bool:

@@ -1,0 +1,159 @@
+"""One model, many callers: prefix reuse, speculation, preemption, time budgets and streaming.
+
+Requests run one at a time on a worker thread. A request carrying a `request_key` (say, the
+document URI) is preempted by any newer request with the same key: it stops at the next token
+boundary, or never starts if it is still waiting. Memory is bounded by the working caches (at most
+the context length each) and the prefix cache's budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .generate import GenerationResult, OnToken, ShouldStop, generate
+from .model import QwenModel
+from .preemption import LatestByKey, either
+from .prefix_cache import PrefixCache
+from .sampling import GenerationConfig
+from .speculative import DraftLength, DraftModelDrafter, NgramDrafter
+from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class SpeculationConfig:
+    """Which drafter proposes tokens. The draft model wins over n-grams when both are set."""
+
+    ngram: bool = True
+    min_ngram: int = 2
+    max_ngram: int = 4
+    ngram_max_draft: int = 16
+    draft_model: QwenModel | None = None
+    draft_initial: int = 4
+    draft_max: int = 8
+
+
+class Engine:
+    """Thread-safe generation over one model (see the module docstring)."""
+
+    def __init__(self, model: QwenModel, tokenizer: Tokenizer, *, max_context: int | None = None,
+                 prefix_cache_mib: float = 512.0, reuse_prefix: bool = True,
+                 speculation: SpeculationConfig = SpeculationConfig()):
+        self.model, self.tokenizer = model, tokenizer
+        limit = model.config.context_length
+        self.cache = model.new_cache(min(max_context or limit, limit))
+        self.prefix_cache = PrefixCache(prefix_cache_mib) if reuse_prefix and prefix_cache_mib > 0 else None
+        self.reuse_prefix = reuse_prefix
+        self.speculation = speculation
+        self._draft = None
+        self._cached_ids: list[int] = []
+        self._model_lock = threading.Lock()
+        self._requests = LatestByKey()
+        self._executor: ThreadPoolExecutor | None = None
+
+    @property
+    def context_length(self) -> int:
+        return self.cache.max_length
+
+    def generate(self, prompt_ids: list[int], config: GenerationConfig | None = None, *,
+                 on_token: OnToken | None = None, should_stop: ShouldStop | None = None,
+                 request_key: object = None, time_budget_ms: float | None = None) -> GenerationResult:
+        """Generate after `prompt_ids` on the calling thread (waits for the model)."""
+        config = config or GenerationConfig()
+        started = time.perf_counter()
+        deadline = None if time_budget_ms is None else started + time_budget_ms / 1000
+        ticket, stale = self._requests.register(request_key)
+        stop = either(stale, should_stop)
+        try:
+            with self._model_lock:
+                if stop():
+                    return GenerationResult("", [], len(prompt_ids), "cancelled",
+                                            timings=dict(reused_prompt_tokens=0, computed_prompt_tokens=0))
+                return self._run(prompt_ids, config, on_token, stop, deadline)
+        finally:
+            self._requests.release(request_key, ticket)
+
+    def submit(self, prompt_ids: list[int], config: GenerationConfig | None = None, **kwargs) -> Future:
+        """Queue a request on the engine's worker thread; the future holds its `GenerationResult`.
+        Registering the key happens now, so the newest submission preempts older ones at once."""
+        request_key = kwargs.pop("request_key", None)
+        ticket, stale = self._requests.register(request_key)
+        stop = either(stale, kwargs.pop("should_stop", None))
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="qwen-engine")
+        future = self._executor.submit(self.generate, prompt_ids, config, should_stop=stop, **kwargs)
+        future.add_done_callback(lambda _: self._requests.release(request_key, ticket))
+        return future
+
+    async def generate_async(self, prompt_ids: list[int], config: GenerationConfig | None = None,
+                             **kwargs) -> GenerationResult:
+        """Await a request from asyncio (the LSP server); `on_token` runs on the worker thread."""
+        return await asyncio.wrap_future(self.submit(prompt_ids, config, **kwargs))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _run(self, prompt_ids: list[int], config: GenerationConfig, on_token: OnToken | None,
+             should_stop: ShouldStop, deadline: float | None) -> GenerationResult:
+        served, found = self._restore(prompt_ids)
+        drafter, draft_length = self._drafter()
+        try:
+            result = generate(self.model, self.tokenizer, prompt_ids, config, self.cache, on_token, should_stop,
+                              drafter=drafter, draft_length=draft_length, deadline=deadline)
+            self._cached_ids = (list(prompt_ids) + result.token_ids)[: self.cache.length]
+            if self.prefix_cache is not None:
+                self.prefix_cache.insert(self._cached_ids, self.cache)
+        except BaseException:
+            self.cache.truncate(0)
+            self._cached_ids = []
+            if self._draft is not None:
+                self._draft.reset()
+            raise
+        finally:
+            if found is not None:
+                self.prefix_cache.unpin(found)
+        result.timings["reused_prompt_tokens"] = served
+        result.timings["computed_prompt_tokens"] = len(prompt_ids) - served
+        return result
+
+    def _restore(self, prompt_ids: list[int]):
+        """Put the longest known prefix of the prompt (all but its last token) into the working cache."""
+        if not self.reuse_prefix:
+            self.cache.truncate(0)
+            return 0, None
+        wanted = prompt_ids[:-1]
+        common = _common_prefix(self._cached_ids, wanted)
+        self.cache.truncate(common)
+        found = None
+        if self.prefix_cache is not None:
+            found = self.prefix_cache.match(wanted)
+            self.prefix_cache.pin(found)
+            if found.length > common:
+                self.prefix_cache.copy_into(found, self.cache, common)
+                common = found.length
+        self._cached_ids = self._cached_ids[:common]
+        return common, found
+
+    def _drafter(self):
+        spec = self.speculation
+        if spec.draft_model is not None:
+            if self._draft is None or self._draft.model is not spec.draft_model:
+                self._draft = DraftModelDrafter(spec.draft_model, self.cache.max_length)
+            return self._draft, DraftLength(spec.draft_initial, 1, spec.draft_max)
+        if spec.ngram:
+            return (NgramDrafter(spec.min_ngram, spec.max_ngram),
+                    DraftLength(spec.draft_initial, 1, spec.ngram_max_draft))
+        return None, None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

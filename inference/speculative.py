@@ -1,0 +1,154 @@
+"""Exact speculative decoding: drafters propose tokens, the target model verifies them in one pass.
+
+Drafters: prompt lookup (n-grams of the prompt and the text so far) and a small draft model that
+shares the tokenizer. Verification keeps the target's output unchanged: greedy accepts drafts that
+equal the target's argmax; sampling uses standard rejection sampling (accept with min(1, p/q),
+else sample from max(0, p - q) renormalised). KV of rejected drafts is dropped by truncation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .kv_cache import KVCache
+from .model import QwenModel
+from .sampling import GenerationConfig, next_token_distribution
+
+
+@dataclass
+class Draft:
+    """Proposed tokens and, for a sampling draft model, the distribution each was drawn from."""
+
+    tokens: list[int]
+    probs: list[torch.Tensor] | None = None  # None: deterministic proposals (point masses)
+
+
+class Drafter(Protocol):
+    def propose(self, context: list[int], k: int, config: GenerationConfig,
+                generator: torch.Generator | None) -> Draft: ...
+
+
+class NgramDrafter:
+    """Prompt lookup: find the latest earlier occurrence of the context's last n tokens (longest n
+    first) and propose the tokens that followed it. The index grows with the context."""
+
+    def __init__(self, min_ngram: int = 2, max_ngram: int = 4):
+        if not 1 <= min_ngram <= max_ngram:
+            raise ValueError("need 1 <= min_ngram <= max_ngram")
+        self.min_ngram, self.max_ngram = min_ngram, max_ngram
+        self._next_after: dict[tuple[int, ...], int] = {}
+        self._indexed = 0
+
+    def propose(self, context: list[int], k: int, config: GenerationConfig | None = None,
+                generator: torch.Generator | None = None) -> Draft:
+        self._index(context)
+        for n in range(min(self.max_ngram, len(context)), self.min_ngram - 1, -1):
+            follows = self._next_after.get(tuple(context[-n:]))
+            if follows is not None:
+                return Draft(context[follows : follows + k])
+        return Draft([])
+
+    def _index(self, context: list[int]) -> None:
+        """Map every n-gram that ends before position p to p (later occurrences win)."""
+        for p in range(max(self._indexed, 1), len(context)):
+            for n in range(self.min_ngram, min(self.max_ngram, p) + 1):
+                self._next_after[tuple(context[p - n : p])] = p
+        self._indexed = len(context)
+
+
+class DraftModelDrafter:
+    """A smaller model with the same tokenizer proposes k tokens. Its cache follows the context,
+    reusing the longest common prefix with what it saw last."""
+
+    def __init__(self, model: QwenModel, max_context: int, prefill_chunk: int = 512):
+        self.model = model
+        self.cache: KVCache = model.new_cache(max_context)
+        self.prefill_chunk = prefill_chunk
+        self._ids: list[int] = []
+
+    def propose(self, context: list[int], k: int, config: GenerationConfig,
+                generator: torch.Generator | None = None) -> Draft:
+        if k <= 0 or len(context) + k > self.cache.max_length:
+            return Draft([])
+        common = min(_common_prefix(self._ids, context), len(context) - 1)
+        self.cache.truncate(common)
+        self._ids = list(context)
+        for start in range(common, len(context), self.prefill_chunk):
+            piece = torch.tensor(context[start : start + self.prefill_chunk])
+            logits = self.model.forward(piece, self.cache, last_only=True)[-1]
+        draft = Draft([], None if config.greedy else [])
+        for i in range(k):
+            if config.greedy:
+                token = int(torch.argmax(logits))
+            else:
+                q = next_token_distribution(logits, config, context + draft.tokens)
+                token = int(torch.multinomial(q, 1, generator=generator))
+                draft.probs.append(q)
+            draft.tokens.append(token)
+            if i + 1 < k:
+                logits = self.model.forward(torch.tensor([token]), self.cache, last_only=True)[-1]
+                self._ids.append(token)
+        return draft
+
+    def reset(self) -> None:
+        self.cache.truncate(0)
+        self._ids = []
+
+
+class DraftLength:
+    """Draft length that adapts to acceptance: doubles after a fully accepted draft, halves when
+    less than half was accepted."""
+
+    def __init__(self, initial: int = 4, minimum: int = 1, maximum: int = 16):
+        self.minimum, self.maximum = minimum, maximum
+        self.current = max(minimum, min(initial, maximum))
+
+    def update(self, proposed: int, accepted: int) -> None:
+        if proposed == 0:
+            return
+        if accepted == proposed:
+            self.current = min(self.maximum, self.current * 2)
+        elif 2 * accepted < proposed:
+            self.current = max(self.minimum, self.current // 2)
+
+
+def verify_greedy(logits: torch.Tensor, drafts: list[int]) -> tuple[int, int]:
+    """logits[i] follows drafts[:i]. Returns (accepted drafts, the target's next token after them)."""
+    predicted = torch.argmax(logits, dim=-1).tolist()
+    accepted = 0
+    while accepted < len(drafts) and drafts[accepted] == predicted[accepted]:
+        accepted += 1
+    return accepted, predicted[accepted]
+
+
+def verify_sampling(logits: torch.Tensor, draft: Draft, config: GenerationConfig, previous: list[int],
+                    generator: torch.Generator | None) -> tuple[int, int]:
+    """Rejection sampling: the returned tokens are distributed exactly as sampling the target."""
+    for i, token in enumerate(draft.tokens):
+        p = next_token_distribution(logits[i], config, previous + draft.tokens[:i])
+        q = _point_mass(token, p) if draft.probs is None else draft.probs[i]
+        if float(torch.rand((), generator=generator)) * float(q[token]) < float(p[token]):
+            continue
+        residual = torch.clamp(p - q, min=0)
+        if float(residual.sum()) <= 0:
+            residual = p
+        return i, int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
+    p = next_token_distribution(logits[len(draft.tokens)], config, previous + draft.tokens)
+    return len(draft.tokens), int(torch.multinomial(p, 1, generator=generator))
+
+
+def _point_mass(token: int, like: torch.Tensor) -> torch.Tensor:
+    q = torch.zeros_like(like)
+    q[token] = 1.0
+    return q
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
