@@ -11,6 +11,7 @@ import torch
 from .checkpoint import open_checkpoint
 from .engine import Engine, SpeculationConfig
 from .generate import GenerationResult, OnToken, ShouldStop
+from .linear import REFERENCE_KERNELS
 from .model import QwenModel, build_model
 from .sampling import GenerationConfig
 from .tokenizer import Tokenizer
@@ -45,12 +46,16 @@ class LanguageModel:
         return self.generate(self.tokenizer.encode(prompt, parse_special=True), config, **kwargs)
 
 
-def load_model(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32, threads: int | None = None,
+def load_model(spec: str | os.PathLike, *, dtype: torch.dtype | None = None, threads: int | None = None,
                max_context: int | None = None, fetch: bool = True, progress: bool = True,
-               prefix_cache_mib: float = 512.0, draft: str | os.PathLike | None = None,
+               reference_kernels: bool = False, prefix_cache_mib: float = 512.0,
+               draft: str | os.PathLike | None = None,
                speculation: SpeculationConfig = SpeculationConfig()) -> LanguageModel:
     """Load a model by known name ("default", "qwen2.5-coder-1.5b"), .gguf path or HF directory.
 
+    `dtype` is the activation dtype; by default bf16 for bf16 checkpoints (their memory-mapped
+    weights are used in place, so a 30B-A3B loads in its file's size) and fp32 otherwise.
+    `reference_kernels` computes with the file's exact values (slow; for checking the fast kernels).
     `draft` names a smaller model with the same tokenizer that drafts tokens for this one (off by
     default: see the replay bench); otherwise `speculation` (prompt lookup by default) applies.
     """
@@ -59,12 +64,14 @@ def load_model(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32, t
     path = _resolve(spec, fetch, progress)
     checkpoint = open_checkpoint(path)
     tokenizer = checkpoint.load_tokenizer()
-    model = build_model(checkpoint, dtype)
+    kernels = REFERENCE_KERNELS if reference_kernels else None
+    model = build_model(checkpoint, dtype or _default_dtype(checkpoint), kernels)
     if draft is not None:
         draft_checkpoint = open_checkpoint(_resolve(draft, fetch, progress))
         if draft_checkpoint.config.vocab_size != model.config.vocab_size:
             raise ValueError(f"the draft model {draft} has another vocabulary than {spec}")
-        speculation = replace(speculation, draft_model=build_model(draft_checkpoint, dtype))
+        draft_model = build_model(draft_checkpoint, dtype or _default_dtype(draft_checkpoint), kernels)
+        speculation = replace(speculation, draft_model=draft_model)
     return LanguageModel(model, tokenizer, path, max_context, prefix_cache_mib=prefix_cache_mib,
                          speculation=speculation)
 
@@ -76,3 +83,8 @@ def _resolve(spec: str | os.PathLike, fetch: bool, progress: bool) -> Path:
     from .model_store import resolve_model
 
     return resolve_model(str(spec), fetch=fetch, progress=progress)
+
+
+def _default_dtype(checkpoint) -> torch.dtype:
+    embed = checkpoint.tensor("token_embd.weight")
+    return torch.bfloat16 if embed.data.dtype == torch.bfloat16 else torch.float32

@@ -24,7 +24,7 @@ def test_logits_match_transformers_on_the_dequantized_file(lm, real_gguf):
     import torch
     from transformers import AutoModelForCausalLM
 
-    exact = lm
+    exact = load_model(real_gguf, reference_kernels=True)
     ids = exact.tokenizer.encode("<|fim_prefix|>def is_even(n):\n    return<|fim_suffix|>\n<|fim_middle|>",
                                  parse_special=True)
     reference = AutoModelForCausalLM.from_pretrained(real_gguf.parent, gguf_file=real_gguf.name,

@@ -1,0 +1,1 @@
+"""Repo-level context: workspace index, symbol extraction and ranked retrieval."""

@@ -1,0 +1,376 @@
+"""Context retrieval: what the code at the cursor refers to, ranked and cut to a token budget.
+
+Sources, strongest first: definitions of the names used near the cursor (imports resolved to
+their files, then same-named definitions elsewhere in the repo); the sibling test or
+implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
+The current file's imports, enclosing headers and the definitions it uses from beyond the
+local window come back apart, as a ``head`` for the prompt builder to put before the window.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .languages import comment_prefix, language_for_path
+from .recent import RecentRegions
+from .symbols import IDENT_RE, Definition, FileSymbols, extract_symbols, short_doc
+from .workspace_index import WorkspaceIndex
+
+NEAR_LINES_BEFORE = 30
+NEAR_LINES_AFTER = 5
+MAX_OUTLINE_MEMBERS = 24
+CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
+MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
+_ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
+self cls this super function const let var return if else elif for while class struct impl fn
+pub func package import from export default new delete typeof instanceof int void char string
+bool float double long short unsigned signed static final public private protected abstract
+interface extends implements type enum match case switch break continue try catch except finally
+throw throws raise async await yield def lambda nil null undefined true false mut ref use mod
+crate std namespace template typename auto size_t uint8_t uint32_t int32_t int64_t err error
+go defer chan map range select struct include define ifdef ifndef endif args kwargs
+""".split())
+
+# ranking weights per source; definitions of what the cursor uses come first
+SOURCE_WEIGHT = {"import": 3.0, "local": 2.4, "repo": 1.6, "sibling": 1.0, "recent": 1.2,
+                 "similar": 0.8}
+
+
+@dataclass
+class Snippet:
+    """A piece of another file (or of the current one, for ``head``) to show the model."""
+
+    path: str
+    start_line: int
+    end_line: int  # exclusive
+    text: str
+    source: str  # import | local | repo | sibling | recent | similar | outline
+    score: float
+    tokens: int = 0
+
+
+@dataclass
+class RetrievalResult:
+    """Chosen snippets of other files, the current file's head, and bookkeeping."""
+
+    snippets: list[Snippet]
+    head: list[Snippet]
+    tokens: int
+    considered: int
+    query: list[str] = field(default_factory=list)
+
+
+class ContextRetriever:
+    """Ranks candidate snippets for a cursor position and fits them into a token budget."""
+
+    def __init__(self, index: WorkspaceIndex, count_tokens: Callable[[str], int],
+                 recent: RecentRegions | None = None, similar_top_k: int = 6) -> None:
+        self.index = index
+        self.count_tokens = count_tokens
+        self.recent = recent
+        self.similar_top_k = similar_top_k
+        self._symbols_cache: tuple[str, str, FileSymbols] | None = None
+
+    def retrieve(self, rel_path: str, text: str, line: int, col: int,
+                 window: tuple[int, int], budget_tokens: int,
+                 head_budget_tokens: int | None = None) -> RetrievalResult:
+        """Context for the cursor at (line, col) of ``text``; ``window`` = local window lines
+        [start, end) already in the prompt, which snippets must not repeat."""
+        lines = text.split("\n")
+        line = max(0, min(line, len(lines) - 1))
+        col = max(0, min(col, len(lines[line])))
+        symbols = self._symbols(rel_path, text)
+        weights, attrs = _query(lines, line, col)
+        window_lines = {l.strip() for l in lines[window[0]:window[1]] if l.strip()}
+
+        definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window)
+        local = sorted((s for s in definitions if s.source == "local"), key=lambda s: -s.score)
+        candidates = [s for s in definitions if s.source != "local"]
+        candidates += self._sibling(rel_path)
+        candidates += self._recent(rel_path)
+        candidates += self._similar(rel_path, lines, line)
+        head = self._head(rel_path, lines, symbols, line, window, weights) + local
+
+        if head_budget_tokens is None:
+            head_budget_tokens = budget_tokens // 3
+        head = self._fit(head, head_budget_tokens, window_lines, keep_order=True)
+        head.sort(key=lambda s: s.start_line)  # the current file's pieces in file order
+        snippets = self._fit(candidates, budget_tokens - sum(s.tokens for s in head),
+                             window_lines)
+        return RetrievalResult(snippets, head, sum(s.tokens for s in snippets + head),
+                               len(candidates), [name for name, _ in weights.most_common(12)])
+
+    # --- candidates ------------------------------------------------------------------------
+
+    def _symbols(self, rel_path: str, text: str) -> FileSymbols:
+        cached = self._symbols_cache
+        if cached and cached[0] == rel_path and cached[1] == text:
+            return cached[2]
+        indexed = self.index.symbols(rel_path)
+        if indexed is not None and self.index.text(rel_path) == text:
+            return indexed  # the editor's didChange already re-indexed this buffer
+        symbols = extract_symbols(rel_path, text, language_for_path(rel_path))
+        self._symbols_cache = (rel_path, text, symbols)
+        return symbols
+
+    def _definitions(self, rel_path: str, lines: list[str], symbols: FileSymbols, weights: Counter,
+                     attrs: dict[str, set[str]], window: tuple[int, int]) -> list[Snippet]:
+        bindings: dict[str, tuple[str, str]] = {}  # local name -> (resolved file, original name)
+        module_bindings: dict[str, str] = {}  # local name -> module file
+        for imp in symbols.imports:
+            for local, original in imp.bindings.items():
+                if local in ("*",) or local not in weights:
+                    continue
+                if original in ("", "default"):
+                    target = self.index.resolve_module(imp.module, rel_path, imp.level)
+                    if target and original == "":
+                        module_bindings[local] = target
+                    elif target:
+                        bindings[local] = (target, local)
+                    continue
+                sub = self.index.resolve_module(
+                    f"{imp.module}.{original}" if imp.module else original, rel_path, imp.level)
+                if sub and imp.level + len(imp.module) > 0:
+                    module_bindings[local] = sub  # `from pkg import module`
+                    continue
+                target = self.index.resolve_module(imp.module, rel_path, imp.level)
+                if target:
+                    bindings[local] = (target, original)
+
+        found: list[Snippet] = []
+        seen: set[tuple[str, int]] = set()
+
+        def add(path: str, definition: Definition, source: str, weight: float) -> None:
+            key = (path, definition.start_line)
+            if key in seen:
+                return
+            seen.add(key)
+            found.append(self._render(path, definition, source, weight))
+
+        local_defs = {d.name: d for d in symbols.definitions  # top level, even mid-edit
+                      if d.parent is None and d.start_line < len(lines)
+                      and not lines[d.start_line][:1].isspace()}
+        defined_here = {d.name for d in symbols.definitions}
+        for name, weight in weights.most_common(40):
+            if name in bindings:
+                path, original = bindings[name]
+                for definition in self._defs_in(path, original):
+                    add(path, definition, "import", weight)
+            elif name in module_bindings:
+                path = module_bindings[name]
+                for attr in sorted(attrs.get(name, ())):
+                    for definition in self._defs_in(path, attr):
+                        add(path, definition, "import", weight)
+            elif name in local_defs:
+                definition = local_defs[name]
+                if definition.end_line < window[0] or definition.start_line >= window[1]:
+                    add(rel_path, definition, "local", weight)
+            elif name not in COMMON_WORDS and name not in defined_here:
+                elsewhere = [(p, d) for p, d in self.index.definitions_named(name) if p != rel_path]
+                if 0 < len(elsewhere) <= 3:
+                    same_dir = os.path.dirname(rel_path)
+                    for path, definition in elsewhere:
+                        near = 1.0 if os.path.dirname(path) == same_dir else 0.7
+                        add(path, definition, "repo", weight * near / len(elsewhere))
+        return found
+
+    def _defs_in(self, path: str, name: str) -> list[Definition]:
+        file_symbols = self.index.symbols(path)
+        if file_symbols is None:
+            return []
+        return [d for d in file_symbols.definitions if d.name == name and d.parent is None][:1]
+
+    def _render(self, path: str, definition: Definition, source: str, weight: float) -> Snippet:
+        """A definition as its whole text when short, else signature, docstring and members."""
+        text = self.index.text(path) or ""
+        lines = text.split("\n")
+        start, end = definition.start_line, definition.end_line + 1
+        if definition.body:
+            body = "\n".join(lines[start:end])
+        else:
+            body = self._outline(path, definition, lines)
+        return Snippet(path, start, end, body, source, SOURCE_WEIGHT[source] * weight)
+
+    def _outline(self, path: str, definition: Definition, lines: list[str]) -> str:
+        indent = _indent(lines[definition.start_line]) if definition.start_line < len(lines) else ""
+        inner = indent + ("    " if path.endswith(".py") else "  ")
+        ellipsis = "..." if path.endswith((".py", ".pyi")) else comment_prefix(path) + " ..."
+        parts = [indent + definition.signature.strip() + (":" if path.endswith(".py") and
+                                                          not definition.signature.rstrip().endswith(":") else "")]
+        if definition.doc:
+            parts.append(inner + short_doc(definition.doc))
+        file_symbols = self.index.symbols(path)
+        members = [d for d in (file_symbols.definitions if file_symbols else [])
+                   if definition.kind in CONTAINER_KINDS and d.parent == definition.name
+                   and definition.start_line < d.start_line <= definition.end_line]
+        for member in members[:MAX_OUTLINE_MEMBERS]:
+            member_indent = _indent(lines[member.start_line]) if member.start_line < len(lines) else inner
+            if member.body and member.end_line - member.start_line < 4:
+                parts.append("\n".join(lines[member.start_line:member.end_line + 1]))
+                continue
+            signature = member_indent + member.signature.strip()
+            if path.endswith(".py"):
+                doc = short_doc(member.doc, max_lines=1)
+                tail = member_indent + "    " + doc if doc else ""
+                parts.append(signature + (":" if not signature.endswith(":") else "")
+                             + ("\n" + tail if tail else "") + "\n" + member_indent + "    ...")
+            else:
+                parts.append(signature)
+        if not members:
+            parts.append(inner + ellipsis)
+        return "\n".join(parts)
+
+    def _sibling(self, rel_path: str) -> list[Snippet]:
+        for candidate in sibling_paths(rel_path):
+            symbols = self.index.symbols(candidate)
+            if symbols is None or not symbols.definitions:
+                continue
+            text = self.index.text(candidate) or ""
+            lines = text.split("\n")
+            signatures = [_indent(lines[d.start_line]) + d.signature.strip()
+                          for d in symbols.definitions[:40] if d.start_line < len(lines)]
+            return [Snippet(candidate, 0, len(lines), "\n".join(signatures), "sibling",
+                            SOURCE_WEIGHT["sibling"])]
+        return []
+
+    def _recent(self, rel_path: str) -> list[Snippet]:
+        if self.recent is None:
+            return []
+        found = []
+        for rank, region in enumerate(self.recent.regions(exclude_path=rel_path)[:6]):
+            text = self.index.text(region.path)
+            if text is None:
+                continue
+            lines = text.split("\n")
+            body = "\n".join(lines[region.start_line:region.end_line])
+            if body.strip():
+                found.append(Snippet(region.path, region.start_line,
+                                     min(region.end_line, len(lines)), body, "recent",
+                                     SOURCE_WEIGHT["recent"] / (1 + rank)))
+        return found
+
+    def _similar(self, rel_path: str, lines: list[str], line: int) -> list[Snippet]:
+        query = Counter(IDENT_RE.findall("\n".join(lines[max(0, line - 12):line + 1])))
+        for word in COMMON_WORDS & query.keys():
+            del query[word]
+        found = []
+        hits = self.index.chunks.search(query, self.similar_top_k, exclude={rel_path})
+        top = hits[0][0] if hits else 1.0
+        for score, chunk in hits:
+            text = self.index.text(chunk.path)
+            if text is None:
+                continue
+            body = "\n".join(text.split("\n")[chunk.start_line:chunk.end_line])
+            found.append(Snippet(chunk.path, chunk.start_line, chunk.end_line, body, "similar",
+                                 SOURCE_WEIGHT["similar"] * score / top))
+        return found
+
+    def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
+              window: tuple[int, int], weights: Counter) -> list[Snippet]:
+        """Before the window: the headers enclosing the cursor, then the import statements
+        that bind names used near it."""
+        head: list[Snippet] = []
+        enclosing = [d for d in symbols.definitions
+                     if d.start_line < window[0] and d.end_line >= line]
+        for definition in enclosing:
+            indent = _indent(lines[definition.start_line])
+            body = indent + definition.signature.strip()
+            if rel_path.endswith(".py") and not body.endswith(":"):
+                body += ":"
+            if definition.doc:
+                body += "\n" + indent + "    " + short_doc(definition.doc)
+            head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
+                                body, "outline", 1.0))
+        starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
+                         and any(name in weights for name in imp.bindings)})
+        for start in starts:
+            end, depth = start, 0
+            while end < min(window[0], len(lines)):
+                depth += lines[end].count("(") - lines[end].count(")")
+                end += 1
+                if depth <= 0:
+                    break
+            head.append(Snippet(rel_path, start, end, "\n".join(lines[start:end]), "outline", 1.0))
+        return head
+
+    # --- budget ----------------------------------------------------------------------------
+
+    def _fit(self, candidates: list[Snippet], budget: int, window_lines: set[str],
+             keep_order: bool = False) -> list[Snippet]:
+        order = candidates if keep_order else sorted(candidates, key=lambda s: -s.score)
+        chosen: list[Snippet] = []
+        used = 0
+        for snippet in order:
+            if budget - used < 8:
+                break
+            if _mostly_in(snippet.text, window_lines) and snippet.source != "outline":
+                continue
+            if any(c.path == snippet.path and c.start_line < snippet.end_line
+                   and snippet.start_line < c.end_line for c in chosen):
+                continue
+            if len(snippet.text) > MAX_CHARS_PER_TOKEN * (budget - used):
+                continue  # cannot fit: skip without tokenizing
+            snippet.tokens = self.count_tokens(snippet.text) + self.count_tokens(snippet.path) + 2
+            if used + snippet.tokens > budget:
+                continue
+            chosen.append(snippet)
+            used += snippet.tokens
+        return chosen
+
+
+def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, set[str]]]:
+    """Identifiers near the cursor weighted by closeness, and attributes used on each name."""
+    weights: Counter = Counter()
+    attrs: dict[str, set[str]] = {}
+    current = lines[line][:col]
+    partial = IDENT_RE.search(current[::-1])
+    if partial and partial.start() == 0:  # drop the word being typed: it changes every key
+        current = current[: len(current) - partial.end()]
+    start = max(0, line - NEAR_LINES_BEFORE)
+    end = min(len(lines), line + NEAR_LINES_AFTER + 1)
+    for number in range(start, end):
+        text = current if number == line else lines[number]
+        closeness = 1.0 / (1 + abs(number - line) / 4)
+        for name in IDENT_RE.findall(text):
+            if name not in COMMON_WORDS or name[0].isupper():
+                weights[name] += closeness
+        for base, attr in _ATTR_RE.findall(text):
+            attrs.setdefault(base, set()).add(attr)
+    return weights, attrs
+
+
+def _mostly_in(text: str, window_lines: set[str]) -> bool:
+    lines = [l.strip() for l in text.split("\n") if l.strip()]
+    if not lines:
+        return True
+    return sum(l in window_lines for l in lines) >= 0.8 * len(lines)
+
+
+def _indent(text: str) -> str:
+    return text[: len(text) - len(text.lstrip())]
+
+
+def sibling_paths(rel_path: str) -> list[str]:
+    """Likely test file for an implementation, or implementation for a test file."""
+    directory, name = os.path.split(rel_path)
+    stem, ext = os.path.splitext(name)
+    parent = os.path.dirname(directory)
+    found: list[str] = []
+    if stem.startswith("test_") or stem.endswith(("_test", ".test", ".spec", "Test")):
+        base = stem[5:] if stem.startswith("test_") else re.sub(r"(_test|\.test|\.spec|Test)$", "", stem)
+        for d in (directory, parent, os.path.join(parent, "src")):
+            found.append(os.path.join(d, base + ext))
+    else:
+        for d in (directory, os.path.join(directory, "tests"), os.path.join(parent, "tests"),
+                  "tests", "test"):
+            for test in (f"test_{stem}{ext}", f"{stem}_test{ext}", f"{stem}.test{ext}",
+                         f"{stem}.spec{ext}", f"{stem}Test{ext}"):
+                found.append(os.path.join(d, test))
+    return [os.path.normpath(p).replace(os.sep, "/") for p in found]

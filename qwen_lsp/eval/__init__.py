@@ -1,0 +1,1 @@
+"""Evaluation: FIM case generation, metrics and the runner behind ``qwen-lsp eval``."""

@@ -1,0 +1,75 @@
+"""Code actions through the pipe: titles without the model, edits on resolve."""
+
+from __future__ import annotations
+
+import pytest
+from lsprotocol import types
+
+from server_harness import fake_spec, lsp_session, open_doc, stats
+
+pytestmark = pytest.mark.asyncio
+
+SOURCE = '''import os
+
+
+def add(a, b):
+    pass
+
+
+def greet():
+    # TODO: print a greeting
+    return None
+'''
+
+
+def _action_params(uri: str, line: int) -> types.CodeActionParams:
+    pos = types.Position(line, 0)
+    return types.CodeActionParams(types.TextDocumentIdentifier(uri), types.Range(pos, pos), types.CodeActionContext(diagnostics=[]))
+
+
+async def test_titles_at_once_and_model_only_on_resolve(tmp_path):
+    (tmp_path / "tests").mkdir()
+    path = tmp_path / "calc.py"
+    path.write_text(SOURCE)
+    uri = path.as_uri()
+    async with lsp_session(fake_spec(text="return a + b\n"), root=tmp_path) as client:
+        open_doc(client, uri, SOURCE)
+        actions = await client.text_document_code_action_async(_action_params(uri, 4))
+        titles = [a.title for a in actions]
+        assert titles == ["Complete this function body", "Write a docstring", "Write a unit test for this function"]
+        assert all(a.edit is None for a in actions)
+        assert (await stats(client))["model_calls"] == 0
+
+        body = await client.code_action_resolve_async(actions[0])
+        [change] = body.edit.document_changes
+        assert change.text_document.version == 1
+        [text_edit] = change.edits
+        assert text_edit.new_text == "    return a + b\n"
+        assert text_edit.range == types.Range(types.Position(4, 0), types.Position(5, 0))
+
+        test = await client.code_action_resolve_async(actions[2])
+        create, edit = test.edit.document_changes
+        assert isinstance(create, types.CreateFile) and create.uri == (tmp_path / "tests" / "test_calc.py").as_uri()
+        assert edit.edits[0].new_text.startswith("from calc import add\n\n\ndef test_add():\n    ")
+
+
+async def test_fill_in_todo(tmp_path):
+    path = tmp_path / "greet.py"
+    uri = path.as_uri()
+    async with lsp_session(fake_spec(text='print("hello")\n'), root=tmp_path) as client:
+        open_doc(client, uri, SOURCE)
+        actions = await client.text_document_code_action_async(_action_params(uri, 8))
+        assert actions[0].title == "Fill in this TODO"
+        resolved = await client.code_action_resolve_async(actions[0])
+        [text_edit] = resolved.edit.document_changes[0].edits
+        assert text_edit.new_text == '    print("hello")'
+        assert text_edit.range.start == types.Position(8, 0)
+
+
+async def test_code_actions_on_bad_input_are_empty(tmp_path):
+    uri = (tmp_path / "broken.py").as_uri()
+    async with lsp_session(fake_spec(), root=tmp_path) as client:
+        open_doc(client, uri, "def broken(:\n    pass\n")
+        assert await client.text_document_code_action_async(_action_params(uri, 1)) == ()
+        assert await client.text_document_code_action_async(_action_params(uri, 500)) == ()
+        assert await client.text_document_code_action_async(_action_params(uri + "nope", 0)) == ()
