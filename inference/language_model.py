@@ -56,7 +56,6 @@ def load_model(spec: str | os.PathLike, *, dtype: torch.dtype | None = None, thr
     `dtype` is the activation dtype; by default bf16 for bf16 checkpoints (their memory-mapped
     weights are used in place, so a 30B-A3B loads in its file's size) and fp32 otherwise.
     `reference_kernels` computes with the file's exact values (slow; for checking the fast kernels).
-
     `draft` names a smaller model with the same tokenizer that drafts tokens for this one (off by
     default: see the replay bench); otherwise `speculation` (prompt lookup by default) applies.
     """
