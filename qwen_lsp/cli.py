@@ -7,6 +7,7 @@ import sys
 
 from .cli_generate import add_generate_command
 from .cli_model import add_model_commands
+from .cli_serve import add_serve_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_generate_command(subparsers)
     add_model_commands(subparsers)
+    add_serve_command(subparsers)
     return parser
 
 
