@@ -44,6 +44,10 @@ Sent as initializationOptions."
   "Seconds of quiet after typing before ghost text is requested."
   :type 'number)
 
+(defcustom qwen-lsp-request-timeout 30
+  "Seconds to wait for a completion (the first one on a slow CPU can take long)."
+  :type 'number)
+
 (defface qwen-lsp-ghost '((t :inherit shadow))
   "Face of the ghost text.")
 
@@ -120,7 +124,8 @@ of those modes."
       (progn
         (eglot--signal-textDocument/didChange)
         (jsonrpc-async-request (eglot-current-server) method params
-                               :success-fn callback :error-fn #'ignore :timeout-fn #'ignore))
+                               :success-fn callback :error-fn #'ignore :timeout-fn #'ignore
+                               :timeout qwen-lsp-request-timeout))
     (lsp-request-async (substring (symbol-name method) 1) params
                        (lambda (result) (funcall callback (qwen-lsp--plist result)))
                        :mode 'tick)))

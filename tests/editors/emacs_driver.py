@@ -31,7 +31,7 @@ def emacs_args(tmp: Path, server_cmd: list[str], settings: dict, file: Path, typ
         f"(setq qwen-lsp-command {elisp(server_cmd)} qwen-lsp-settings {elisp(settings)}\n"
         f"      qwen-test-file {elisp(str(file))} qwen-test-typed {elisp(typed)}\n"
         f"      qwen-test-steps '({' '.join(steps)}) qwen-test-events {elisp(str(events))}\n"
-        f"      qwen-test-timeout {timeout} eglot-sync-connect nil)\n"
+        f"      qwen-test-timeout {timeout} qwen-lsp-request-timeout {timeout} eglot-sync-connect nil)\n"
     )
     return ["-Q", "-L", str(EDITORS / "emacs"), "-l", str(setup), "-l", str(SCRIPT)], events
 

@@ -15,6 +15,12 @@ def step(events: list[dict], name: str, when: str) -> dict:
     return next(e for e in events if e.get("step") == name and e["event"] == when)
 
 
+def inserted(state: dict, text: str) -> str:
+    """The buffer of ``state`` with ``text`` inserted at its point."""
+    at = state["point"] - 1
+    return state["buffer"][:at] + text + state["buffer"][at:]
+
+
 def next_word(rest: str) -> str:
     """Mirror of qwen-lsp--next-word."""
     match = re.match(r"[ \t\n]*(?:\w+|[^\w \t\n]+)", rest)
@@ -30,13 +36,14 @@ def test_ghost_text_keys_on_tiny_model(workspace, tiny_model, tmp_path):
     assert events[0] == {"event": "status", "state": "ready", "message": events[0]["message"]}
 
     before, after = step(events, "accept-word", "before"), step(events, "accept-word", "after")
-    assert before["ghost"] and after["buffer"] == before["buffer"] + next_word(before["ghost"])
+    assert before["ghost"] and after["buffer"] == inserted(before, next_word(before["ghost"]))
 
     assert step(events, "dismiss", "before")["visible"] and not step(events, "dismiss", "after")["visible"]
 
     before, after = step(events, "accept", "before"), step(events, "accept", "after")
     assert step(events, "trigger", "before")["ghost"] is None and before["ghost"]
-    assert after["buffer"] == before["buffer"] + before["ghost"] and after["point"] == len(after["buffer"]) + 1
+    assert after["buffer"] == inserted(before, before["ghost"])
+    assert after["point"] == before["point"] + len(before["ghost"])
     assert events[-1]["event"] == "done"
 
 
@@ -44,7 +51,7 @@ def test_ghost_text_keys_on_tiny_model(workspace, tiny_model, tmp_path):
 def test_real_model_completion_in_emacs(workspace, real_gguf, tmp_path, screenshot_dir):
     emacs = require("emacs")
     require("tmux")
-    (workspace / "rect.py").write_text("def rectangle_area(width, height):\n    ")
+    (workspace / "rect.py").write_text("def rectangle_area(width, height):\n    \n")
     args, events_file = emacs_args(tmp_path, server_command(real_gguf, tmp_path / "server.log"),
                                    {"maxTokens": 12, "timeBudgetMs": 60000}, workspace / "rect.py", "return ",
                                    ["pause", "accept"], timeout=300)
@@ -53,4 +60,4 @@ def test_real_model_completion_in_emacs(workspace, real_gguf, tmp_path, screensh
     assert events[-1]["event"] == "done", events[-1]
     before, after = step(events, "accept", "before"), step(events, "accept", "after")
     assert "width" in before["ghost"] and "height" in before["ghost"], before["ghost"]
-    assert after["buffer"] == before["buffer"] + before["ghost"]
+    assert after["buffer"] == inserted(before, before["ghost"])
