@@ -3,7 +3,8 @@
 ;; Loaded after a generated settings file that sets `qwen-lsp-command', `qwen-lsp-settings',
 ;; `qwen-test-file', `qwen-test-typed', `qwen-test-steps', `qwen-test-events' and
 ;; `qwen-test-timeout'.  Each step appends one JSON line to `qwen-test-events'; the pytest
-;; side makes the assertions.  Steps: `accept-word', `dismiss', `trigger', `accept', `pause'.
+;; side makes the assertions.  Steps: `accept-word', `dismiss', `trigger', `accept', `pause',
+;; and `latency' (types `qwen-test-latency-line' key by key, timing each key to ghost text).
 
 (let ((default-directory "/usr/share/emacs/site-lisp/elpa/"))
   (when (file-directory-p default-directory) (normal-top-level-add-subdirs-to-load-path)))
@@ -14,6 +15,17 @@
 
 (defvar qwen-test-file) (defvar qwen-test-typed) (defvar qwen-test-steps)
 (defvar qwen-test-events) (defvar qwen-test-timeout)
+(defvar qwen-test-latency-line "")
+
+(defun qwen-test-latency ()
+  "Type `qwen-test-latency-line'; one `key' event per key with the seconds until ghost text."
+  (dolist (ch (string-to-list qwen-test-latency-line))
+    (let ((start (float-time)))
+      (qwen-test-command 'self-insert-command ch)
+      (let ((deadline (+ start qwen-test-timeout)))
+        (while (and (not qwen-lsp--visible) (< (float-time) deadline))
+          (accept-process-output nil 0.005)))
+      (qwen-test-event "key" :char (string ch) :seconds (and qwen-lsp--visible (- (float-time) start))))))
 
 (defun qwen-test-event (name &rest plist)
   (with-temp-buffer
@@ -57,7 +69,7 @@
   (qwen-test-command 'self-insert-command ch)
   (accept-process-output nil 0.03))
 (dolist (step qwen-test-steps)
-  (unless (eq step 'trigger)
+  (unless (memq step '(trigger latency))
     (qwen-test-wait "ghost text" (lambda () qwen-lsp--visible) qwen-test-timeout))
   (apply #'qwen-test-event "before" :step (symbol-name step) (qwen-test-state))
   (pcase step
@@ -65,6 +77,7 @@
     ('accept (qwen-test-key "TAB"))
     ('dismiss (qwen-test-key "C-g"))
     ('trigger (qwen-test-key "M-i"))
+    ('latency (qwen-test-latency))
     ('pause (let ((shot (concat qwen-test-events ".shot")))
               (qwen-test-wait "the screenshot" (lambda () (file-exists-p shot)) 30))))
   (apply #'qwen-test-event "after" :step (symbol-name step) (qwen-test-state)))

@@ -49,6 +49,10 @@ def test_ghost_text_keys_on_tiny_model(version, workspace, tiny_model, tmp_path)
         nv.wait_for("the suggestion accepted", lambda: text(nv) != before, 10)
         assert text(nv) == before + ghost
 
+        nv.api.input("<Esc>")
+        nv.api.command("QwenLspPrompt")
+        assert "<|fim_middle|>" in text(nv) and "print(circle_" in text(nv)
+
 
 @pytest.mark.real_model
 def test_real_model_completion_in_nvim_012(workspace, real_gguf, tmp_path, screenshot_dir):

@@ -65,6 +65,15 @@ local function commands()
     local status = require('qwen_lsp.status')
     print(('qwen-lsp: %s %s'):format(status.state, status.message))
   end, {})
+  vim.api.nvim_create_user_command('QwenLspPrompt', function()
+    local compat = require('qwen_lsp.compat')
+    local client = compat.clients(0, 'qwen_lsp')[1]
+    local reply = client and compat.request_sync(client, 'qwenLsp/lastPrompt', {}, 5000, 0)
+    local prompt = reply and reply.result and reply.result.prompt or ''
+    vim.cmd('new')
+    vim.api.nvim_buf_set_lines(0, 0, -1, false, vim.split(prompt ~= '' and prompt or '(no prompt yet)', '\n'))
+    vim.bo.buftype, vim.bo.modified = 'nofile', false
+  end, {})
   vim.api.nvim_create_user_command('QwenLspLog', function()
     vim.cmd('tabnew ' .. vim.fn.fnameescape(vim.lsp.get_log_path()))
   end, {})

@@ -1,0 +1,95 @@
+"""Keystroke-to-ghost-text latency as each real editor sees it, on the real 0.5B model.
+
+Each editor opens the same file, then a line is typed key by key; after each key the time
+until ghost text is on screen (extmarks in Neovim, the overlay in Emacs) is taken, waiting
+for it before the next key. Prints p50/p90 per editor. Usage (after scripts/setup-editors):
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/editor_latency.py [--editors nvim-0.12,nvim-0.7,emacs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests" / "editors")]
+
+from conftest import WORKSPACE_FILES, server_command  # noqa: E402
+
+FILE = "def rectangle_area(width, height):\n    \n"
+LINE = "return width * height"
+SETTINGS = {"maxTokens": 16, "timeBudgetMs": 60000}
+
+
+def workspace(tmp: Path) -> Path:
+    root = tmp / "project"
+    (root / ".git").mkdir(parents=True)
+    for name, text in {**WORKSPACE_FILES, "rect.py": FILE}.items():
+        (root / name).write_text(text)
+    return root
+
+
+def nvim_latencies(binary: str, model: str, tmp: Path, timeout: float) -> list[float | None]:
+    from nvim_driver import Neovim, write_init
+
+    root = workspace(tmp)
+    init = write_init(tmp / "init.lua", server_command(model, tmp / "server.log"), SETTINGS)
+    found: list[float | None] = []
+    with Neovim(binary, init, root / "rect.py", root) as nv:
+        nv.wait_ready(timeout=600)
+        nv.api.input("2GA")
+        for ch in LINE:
+            start = time.monotonic()
+            nv.api.input(ch)
+            while not nv.ghost() and time.monotonic() - start < timeout:
+                time.sleep(0.005)
+            found.append(time.monotonic() - start if nv.ghost() else None)
+    return found
+
+
+def emacs_latencies(model: str, tmp: Path, timeout: float) -> list[float | None]:
+    from emacs_driver import emacs_args, run_batch
+
+    root = workspace(tmp)
+    args, events = emacs_args(tmp, server_command(model, tmp / "server.log"), SETTINGS, root / "rect.py", "",
+                              ["latency"], timeout=timeout, latency_line=LINE)
+    return [e["seconds"] for e in run_batch("emacs", args, events, root, timeout=3600) if e["event"] == "key"]
+
+
+def report(name: str, latencies: list[float | None]) -> None:
+    seen = sorted(x for x in latencies if x is not None)
+    if not seen:
+        print(f"{name}: no ghost text in {len(latencies)} keys")
+        return
+    p90 = seen[min(len(seen) - 1, int(0.9 * len(seen)))]
+    print(f"{name}: p50 {statistics.median(seen) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, "
+          f"ghost text after {len(seen)}/{len(latencies)} keys")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--editors", default="nvim-0.12,nvim-0.7,emacs")
+    parser.add_argument("--model", default=str(Path.home() / ".cache/qwen-lsp/models/qwen2.5-coder-0.5b/"
+                                               "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ghost text per key")
+    args = parser.parse_args()
+    runners = {
+        "nvim-0.12": lambda tmp: nvim_latencies(str(Path(sys.executable).parent / "nvim"), args.model, tmp, args.timeout),
+        "nvim-0.7": lambda tmp: nvim_latencies("/usr/bin/nvim", args.model, tmp, args.timeout),
+        "emacs": lambda tmp: emacs_latencies(args.model, tmp, args.timeout),
+    }
+    for name in args.editors.split(","):
+        tmp = Path(tempfile.mkdtemp(prefix=f"latency-{name}-"))
+        try:
+            report(name, runners[name](tmp))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
