@@ -40,7 +40,7 @@ def write_init(path: Path, server_cmd: list[str], settings: dict) -> Path:
     lua_settings = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in settings.items()) + "}"
     path.write_text(
         f"vim.opt.runtimepath:prepend({json.dumps(str(EDITORS / 'neovim'))})\n"
-        "vim.o.swapfile = false\nvim.o.shortmess = vim.o.shortmess .. 'I'\nvim.cmd('syntax on')\n"
+        "vim.o.swapfile = false\nvim.o.termguicolors = true\nvim.o.shortmess = vim.o.shortmess .. 'I'\nvim.cmd('syntax on')\n"
         f"require('qwen_lsp').setup({{ cmd = {lua_list}, settings = {lua_settings} }})\n"
     )
     return path
