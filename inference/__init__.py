@@ -1,12 +1,29 @@
 """The qwen-lsp runtime: Qwen models (qwen2, qwen3, qwen3_moe) in plain PyTorch, from HF
-safetensors directories or GGUF files. It knows nothing of LSP."""
+safetensors directories or GGUF files. It knows nothing of LSP.
 
-from .errors import ModelError, ModelFileError, ModelNotFoundError, UnsupportedModelError
-from .generate import GenerationResult
-from .language_model import LanguageModel, load_model
-from .sampling import GenerationConfig
+Names are imported on first use, so `import inference.errors` (or a CLI that only parses
+arguments) does not pay for importing torch.
+"""
 
-__all__ = [
-    "GenerationConfig", "GenerationResult", "LanguageModel", "load_model",
-    "ModelError", "ModelFileError", "ModelNotFoundError", "UnsupportedModelError",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "GenerationConfig": ".sampling",
+    "GenerationResult": ".generate",
+    "LanguageModel": ".language_model",
+    "load_model": ".language_model",
+    "ModelError": ".errors",
+    "ModelFileError": ".errors",
+    "ModelNotFoundError": ".errors",
+    "UnsupportedModelError": ".errors",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'inference' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

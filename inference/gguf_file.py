@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,13 @@ class GGUFCheckpoint:
         except Exception as exc:  # the gguf package raises ValueError, IndexError, struct errors ...
             raise ModelFileError(self.path, f"corrupt or truncated GGUF file ({type(exc).__name__}: {exc})") from exc
         self.metadata = read_gguf_metadata(self._reader)
-        self.config = ModelConfig.from_gguf(self.metadata, str(self.path))
         self._tensors = {t.name: t for t in self._reader.tensors}
+        config = ModelConfig.from_gguf(self.metadata, str(self.path))
+        if config.num_experts:
+            # GGUF has no decoder_sparse_step / mlp_only_layers: a layer without a router is dense.
+            dense = tuple(i for i in range(config.num_layers) if f"blk.{i}.ffn_gate_inp.weight" not in self._tensors)
+            config = replace(config, mlp_only_layers=dense)
+        self.config = config
 
     def has(self, name: str) -> bool:
         return name in self._tensors

@@ -2,11 +2,14 @@
 
 A GGUF carries no tokenizer.json: it stores the vocabulary, merges and token types under
 llama.cpp's ``tokenizer.ggml.*`` keys and names the pre-tokenizer in ``tokenizer.ggml.pre``.
-We put back what Qwen2's tokenizer.json holds around them: the split regex, NFC, byte-level
-encoding and decoding, and the control / user-defined tokens matched whole before BPE.
+We put back what the family's tokenizer.json holds around them (for Qwen2: its split regex,
+NFC, byte-level encoding and decoding) and the control / user-defined tokens matched whole
+before BPE. Unlike transformers' GGUF loader, which leaves it out, Qwen2's NFC step is kept.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -26,10 +29,18 @@ LLAMA3_SPLIT = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# tokenizer.ggml.pre -> (split regex, whether the text is NFC-normalized first), as in each family's tokenizer.json.
+
+class PreTokenizer(NamedTuple):
+    """What a ``tokenizer.ggml.pre`` name stands for, as in that family's tokenizer.json."""
+
+    split_regex: str
+    nfc: bool  # normalize the text to NFC first
+    ignore_merges: bool  # a pre-token that is itself in the vocabulary is taken whole
+
+
 PRE_TOKENIZERS = {
-    "qwen2": (QWEN2_SPLIT, True),
-    "llama-bpe": (LLAMA3_SPLIT, False),
+    "qwen2": PreTokenizer(QWEN2_SPLIT, nfc=True, ignore_merges=False),
+    "llama-bpe": PreTokenizer(LLAMA3_SPLIT, nfc=False, ignore_merges=True),
 }
 
 
@@ -49,12 +60,12 @@ def tokenizer_from_gguf_metadata(metadata: dict, source: str) -> Tokenizer:
     if len(token_types) != len(tokens):
         raise ModelFileError(source, f"{len(token_types)} token types for {len(tokens)} tokens")
 
-    split_regex, nfc = PRE_TOKENIZERS[pre]
-    tokenizer = Tokenizer(_bpe_model(tokens, merges, source))
-    if nfc:
+    family = PRE_TOKENIZERS[pre]
+    tokenizer = Tokenizer(_bpe_model(tokens, merges, family.ignore_merges, source))
+    if family.nfc:
         tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(split_regex), behavior="isolated"),
+        pre_tokenizers.Split(Regex(family.split_regex), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
     ])
     tokenizer.decoder = decoders.ByteLevel()
@@ -72,16 +83,16 @@ def _required(metadata: dict, key: str, kind: type, source: str):
     return value
 
 
-def _bpe_model(tokens: list, merges: list, source: str) -> models.BPE:
+def _bpe_model(tokens: list, merges: list, ignore_merges: bool, source: str) -> models.BPE:
     """BPE over `tokens` (id = position) and the "left right" merge strings, best first."""
     vocab = {token: index for index, token in enumerate(tokens)}
     pairs = []
     for merge in merges:
         pair = tuple(merge.split(" ")) if isinstance(merge, str) else ()
         if len(pair) != 2 or pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
-            raise ModelFileError(source, f"bad tokenizer merge {merge!r}: expected two vocabulary tokens joined by a space")
+            raise ModelFileError(source, f"bad tokenizer merge {merge!r}: expected two vocabulary tokens and a space")
         pairs.append(pair)
-    return models.BPE(vocab, pairs, fuse_unk=False, byte_fallback=False, ignore_merges=False)
+    return models.BPE(vocab, pairs, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges)
 
 
 def _add_whole_tokens(tokenizer: Tokenizer, tokens: list, token_types: list, source: str) -> None:

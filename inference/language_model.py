@@ -53,9 +53,13 @@ class LanguageModel:
         return self.generate(self.tokenizer.encode(prompt, parse_special=True), config, **kwargs)
 
 
-def load_model(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32, threads: int | None = None,
+def load_model(spec: str | os.PathLike, *, dtype: torch.dtype | None = None, threads: int | None = None,
                max_context: int | None = None, fetch: bool = True, progress: bool = True) -> LanguageModel:
-    """Load a model by known name ("default", "qwen2.5-coder-1.5b"), .gguf path or HF directory."""
+    """Load a model by known name ("default", "qwen2.5-coder-1.5b"), .gguf path or HF directory.
+
+    `dtype` is the activation dtype; by default bf16 for bf16 checkpoints (their memory-mapped
+    weights are used in place, so a 30B-A3B loads in its file's size) and fp32 otherwise.
+    """
     if threads:
         torch.set_num_threads(threads)
     path = Path(spec)
@@ -65,8 +69,13 @@ def load_model(spec: str | os.PathLike, *, dtype: torch.dtype = torch.float32, t
         path = resolve_model(str(spec), fetch=fetch, progress=progress)
     checkpoint = open_checkpoint(path)
     tokenizer = checkpoint.load_tokenizer()
-    model = build_model(checkpoint, dtype)
+    model = build_model(checkpoint, dtype or _default_dtype(checkpoint))
     return LanguageModel(model, tokenizer, path, max_context)
+
+
+def _default_dtype(checkpoint) -> torch.dtype:
+    embed = checkpoint.tensor("token_embd.weight")
+    return torch.bfloat16 if embed.data.dtype == torch.bfloat16 else torch.float32
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -11,7 +11,9 @@ integer repacking. They return float32 per-group scales (and mins) of shape
 - symmetric types (Q8_0, Q5_0, Q6_K): int8 codes, ``value = scale * code``
 - asymmetric types (Q4_K, Q5_K): uint8 codes, ``value = scale * code - min``
 
-Groups are 32 values, except Q6_K's 16. `dequantize` is built on these helpers.
+Groups are 32 values, except Q6_K's 16. `dequantize` is built on the same unpacking and
+computes the same float32 products as gguf-py's reference. Results live on `raw`'s device.
+Like GGUF, it assumes a little-endian host.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ _BLOCK_GEOMETRY = {
     QT.Q5_K: (256, 176),
     QT.Q6_K: (256, 210),
 }
+_FLOAT_DTYPES = {QT.F32: torch.float32, QT.F16: torch.float16, QT.BF16: torch.bfloat16}
+
+# Values decoded per step: big enough to amortize per-op overhead, small enough (2 MiB of fp32) to stay in cache.
+_CHUNK_VALUES = 1 << 19
 
 
 class UnsupportedQuantError(ValueError):
@@ -61,123 +67,201 @@ def row_bytes(qtype, n_values: int) -> int:
     """Bytes taken by one row of `n_values` values; ValueError unless whole blocks."""
     block_values, block_bytes = block_geometry(qtype)
     if n_values % block_values:
-        raise ValueError(f"{QT(qtype).name} row of {n_values} values is not a multiple of its {block_values}-value block")
+        raise ValueError(f"{QT(qtype).name} row of {n_values} values is not whole {block_values}-value blocks")
     return n_values // block_values * block_bytes
 
 
 def dequantize(raw: torch.Tensor, qtype, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Decode `raw` (uint8 ``[..., row_bytes]``) into a fresh ``[..., n_values]`` tensor of `out_dtype`."""
-    block_geometry(qtype)
+    block_values, block_bytes = block_geometry(qtype)
     qtype = QT(qtype)
+    _check_raw(raw, qtype)
+    n_values = raw.shape[-1] // block_bytes * block_values
     if qtype in _FLOAT_DTYPES:
-        return _as_float(raw, qtype).to(out_dtype, copy=True)
-    if qtype in _SYMMETRIC:
-        scales, codes = _SYMMETRIC[qtype](raw)
-        values = codes.to(torch.float32).unflatten(-1, (scales.shape[-1], -1))
-        values.mul_(scales.unsqueeze(-1))
-    else:
-        scales, mins, codes = _ASYMMETRIC[qtype](raw)
-        values = codes.to(torch.float32).unflatten(-1, (scales.shape[-1], -1))
-        values.mul_(scales.unsqueeze(-1)).sub_(mins.unsqueeze(-1))
-    return values.flatten(-2).to(out_dtype)
+        return _aligned(raw).view(_FLOAT_DTYPES[qtype]).to(out_dtype, copy=True)
+    scales_of, codes_of = _UNPACKERS[qtype]
+    blocks = _aligned(raw.reshape(-1, block_bytes))
+    per_group = scales_of(blocks)  # (scales,) or (scales, mins), [n_groups] each
+    groups_per_block = per_group[0].numel() // max(1, blocks.shape[0])
+    out = torch.empty(blocks.shape[0] * block_values, dtype=out_dtype, device=raw.device)
+    step = max(1, _CHUNK_VALUES // block_values)
+    for first in range(0, blocks.shape[0], step):
+        last = min(first + step, blocks.shape[0])
+        groups = slice(first * groups_per_block, last * groups_per_block)
+        _decode_into(codes_of(blocks[first:last]), [part[groups] for part in per_group],
+                     out[first * block_values:last * block_values])
+    return out.view(*raw.shape[:-1], n_values)
 
 
 def q8_0_scales(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Q8_0 (fp16 d, 32 x int8): per-32 scales and int8 codes."""
-    blocks = _blocks(raw, QT.Q8_0)
-    scales = _fp16_field(blocks, 0)
-    codes = blocks[..., 2:].view(torch.int8)
-    return scales, codes.flatten(-2)
+    return _unpack(raw, QT.Q8_0)
 
 
 def q5_0_scales(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Q5_0 (fp16 d, 32 high bits, 16 bytes of low nibbles): per-32 scales and int8 codes in [-16, 15]."""
-    blocks = _blocks(raw, QT.Q5_0)
-    scales = _fp16_field(blocks, 0)
-    low = _nibbles(blocks[..., 6:22]).flatten(-2)
-    high = _bits(blocks[..., 2:6], 1).flatten(-2)  # bit j of the little-endian uint32 belongs to value j
-    codes = low.bitwise_or_(high.bitwise_left_shift_(4)).view(torch.int8).sub_(16)
-    return scales, codes.flatten(-2)
+    return _unpack(raw, QT.Q5_0)
 
 
 def q4_k_scales_mins(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Q4_K super-blocks of 256: per-32 scales ``d*sc``, mins ``dmin*m`` and uint8 codes in [0, 15]."""
-    blocks = _blocks(raw, QT.Q4_K)
-    scales, mins = _k_scales_mins(blocks)
-    codes = _nibbles(blocks[..., 16:144].unflatten(-1, (4, 32)))
-    return scales, mins, codes.flatten(-4)
+    return _unpack(raw, QT.Q4_K)
 
 
 def q5_k_scales_mins(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Q5_K super-blocks of 256: per-32 scales ``d*sc``, mins ``dmin*m`` and uint8 codes in [0, 31]."""
-    blocks = _blocks(raw, QT.Q5_K)
-    scales, mins = _k_scales_mins(blocks)
-    low = _nibbles(blocks[..., 48:176].unflatten(-1, (4, 32))).flatten(-3, -2)
-    high = _bits(blocks[..., 16:48], 1).transpose(-1, -2)  # bit i of qh[l] belongs to sub-block i, value l
-    codes = low.bitwise_or_(high.bitwise_left_shift(4))
-    return scales, mins, codes.flatten(-3)
+    return _unpack(raw, QT.Q5_K)
 
 
 def q6_k_scales(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Q6_K super-blocks of 256 (ql, qh, int8 scales, fp16 d): per-16 scales and int8 codes in [-32, 31]."""
-    blocks = _blocks(raw, QT.Q6_K)
-    scales = blocks[..., 192:208].view(torch.int8).to(torch.float32).mul_(_fp16_field(blocks, 208).unsqueeze(-1))
-    low = _nibbles(blocks[..., :128].unflatten(-1, (2, 64)))  # [.., half, nibble, 64]
-    high = _bits(blocks[..., 128:192].unflatten(-1, (2, 32)), 2).transpose(-1, -2)  # [.., half, 4, 32]
-    codes = low.flatten(-2).bitwise_or_(high.flatten(-2).bitwise_left_shift(4)).view(torch.int8).sub_(32)
-    return scales.flatten(-2), codes.flatten(-3)
+    return _unpack(raw, QT.Q6_K)
 
 
-_FLOAT_DTYPES = {QT.F32: torch.float32, QT.F16: torch.float16, QT.BF16: torch.bfloat16}
-_SYMMETRIC = {QT.Q8_0: q8_0_scales, QT.Q5_0: q5_0_scales, QT.Q6_K: q6_k_scales}
-_ASYMMETRIC = {QT.Q4_K: q4_k_scales_mins, QT.Q5_K: q5_k_scales_mins}
-
-
-def _blocks(raw: torch.Tensor, qtype: QT) -> torch.Tensor:
-    """View `raw` as ``[..., n_blocks, block_bytes]`` after checking dtype and row length."""
+def _check_raw(raw: torch.Tensor, qtype: QT) -> None:
+    """Raise unless `raw` is uint8 with rows of whole `qtype` blocks."""
     if raw.dtype != torch.uint8:
         raise TypeError(f"raw GGUF data must be a uint8 tensor, got {raw.dtype}")
     block_bytes = _BLOCK_GEOMETRY[qtype][1]
-    if raw.dim() == 0 or raw.shape[-1] % block_bytes:
+    if raw.dim() == 0 or raw.shape[-1] == 0 or raw.shape[-1] % block_bytes:
         raise ValueError(f"{qtype.name} rows must be whole {block_bytes}-byte blocks, got shape {tuple(raw.shape)}")
-    return raw.unflatten(-1, (-1, block_bytes))
 
 
-def _as_float(raw: torch.Tensor, qtype: QT) -> torch.Tensor:
-    """Reinterpret the bytes of `raw` as the float type `qtype`, copying first if they are not aligned for it."""
-    _blocks(raw, qtype)
-    dtype = _FLOAT_DTYPES[qtype]
-    try:
-        return raw.view(dtype)
-    except RuntimeError:
-        return raw.clone(memory_format=torch.contiguous_format).view(dtype)
+def _decode_into(codes: torch.Tensor, per_group: list[torch.Tensor], out: torch.Tensor) -> None:
+    """Write ``scale * code [- min]`` for ``[n_groups, group]`` codes into the flat slice `out`."""
+    scales, *mins = per_group
+    in_place = out.dtype == torch.float32
+    values = out.view(codes.shape) if in_place else torch.empty(codes.shape, device=codes.device)
+    values.copy_(codes)
+    values.mul_(scales.unsqueeze(-1))
+    if mins:
+        values.sub_(mins[0].unsqueeze(-1))
+    if not in_place:
+        out.view(codes.shape).copy_(values)
+
+
+def _unpack(raw: torch.Tensor, qtype: QT) -> tuple[torch.Tensor, ...]:
+    """A public helper's result: the block unpacker's pieces, each reshaped to ``[..., n]``."""
+    _check_raw(raw, qtype)
+    scales_of, codes_of = _UNPACKERS[qtype]
+    blocks = _aligned(raw.reshape(-1, _BLOCK_GEOMETRY[qtype][1]))
+    parts = (*scales_of(blocks), codes_of(blocks))
+    return tuple(part.reshape(*raw.shape[:-1], -1) for part in parts)
+
+
+def _aligned(raw: torch.Tensor) -> torch.Tensor:
+    """`raw` if contiguous and 8-byte aligned, so its bytes can be viewed as any wider type; else an aligned copy."""
+    if raw.is_contiguous() and raw.storage_offset() % 8 == 0 and raw.data_ptr() % 8 == 0:
+        return raw
+    return raw.clone(memory_format=torch.contiguous_format)
+
+
+# Unpackers of aligned ``[n_blocks, block_bytes]``: one gives the per-group float32 scales (and mins),
+# ``[n_groups]`` each, for a whole tensor at once; the other the codes ``[n_groups, group]``, chunk by chunk.
+# Bit fields are unpacked eight bytes at a time in int64 words (little-endian byte order, as GGUF is).
+
+_LOW_NIBBLES = 0x0F0F0F0F0F0F0F0F
+_BIT0 = 0x0101010101010101
+_BITS01 = 0x0303030303030303
+_BIT5 = 0x2020202020202020
+
+
+def _block_scales(blocks: torch.Tensor) -> tuple[torch.Tensor]:
+    """Q8_0 and Q5_0: the fp16 d that starts each block."""
+    return (_fp16_field(blocks, 0),)
+
+
+def _q8_0_codes(blocks: torch.Tensor) -> torch.Tensor:
+    return blocks[:, 2:].view(torch.int8)
+
+
+def _q5_0_codes(blocks: torch.Tensor) -> torch.Tensor:
+    codes = _nibble_words(_words(blocks, 6, 22)).view(-1, 4)  # low nibbles of the 16 bytes, then high
+    high_bytes = blocks[:, 2:6].clone(memory_format=torch.contiguous_format).view(-1).to(torch.int64)
+    codes.bitwise_or_(_Q5_0_HIGH_BITS.to(blocks.device).index_select(0, high_bytes).view(-1, 4))
+    return codes.view(torch.int8).view(-1, 32)
+
+
+def _q4_k_codes(blocks: torch.Tensor) -> torch.Tensor:
+    codes = _nibble_words(_words(blocks, 16, 144).view(-1, 4, 4))  # 4 x 32 bytes: sub-blocks 2c (low), 2c+1 (high)
+    return codes.view(torch.uint8).view(-1, 32)
+
+
+def _q5_k_codes(blocks: torch.Tensor) -> torch.Tensor:
+    codes = _nibble_words(_words(blocks, 48, 176).view(-1, 4, 4)).view(-1, 8, 4)
+    sub_blocks = torch.arange(8, device=blocks.device).view(8, 1)
+    high = _words(blocks, 16, 48).unsqueeze(1) >> sub_blocks  # bit i of qh[l]: sub-block i, value l
+    codes.bitwise_or_(high.bitwise_and_(_BIT0).bitwise_left_shift_(4))
+    return codes.view(torch.uint8).view(-1, 32)
+
+
+def _q6_k_scales(blocks: torch.Tensor) -> tuple[torch.Tensor]:
+    """Q6_K: the fp16 d at the end of each block times its 16 int8 scales."""
+    scales = blocks[:, 192:208].view(torch.int8).to(torch.float32).mul_(_fp16_field(blocks, 208).unsqueeze(-1))
+    return (scales.view(-1),)
+
+
+def _q6_k_codes(blocks: torch.Tensor) -> torch.Tensor:
+    codes = _nibble_words(_words(blocks, 0, 128).view(-1, 2, 8)).view(-1, 2, 4, 4)  # [n, half, 32-value run, word]
+    field_shifts = torch.arange(0, 8, 2, device=blocks.device).view(4, 1)
+    high = _words(blocks, 128, 192).view(-1, 2, 1, 4) >> field_shifts  # 2-bit field k: run k
+    codes.bitwise_or_(high.bitwise_and_(_BITS01).bitwise_left_shift_(4))
+    # code - 32 as int8: flip bit 5, then copy the new bit 5 into bits 6 and 7 (sign extension from 6 bits).
+    codes.bitwise_xor_(_BIT5)
+    sign = codes & _BIT5
+    codes.bitwise_or_(sign.bitwise_left_shift_(1)).bitwise_or_(sign.bitwise_left_shift_(1))
+    return codes.view(torch.int8).view(-1, 16)
+
+
+def _spread_q5_0_high_bits() -> torch.Tensor:
+    """For each qh byte, 8 bytes holding what its bits add to a Q5_0 code once 16 is taken off.
+
+    Bit set: the code is ``16 + low - 16 = low``, add 0. Bit clear: ``low - 16``, in int8 ``low | 0xF0``.
+    """
+    byte = torch.arange(256).unsqueeze(-1)
+    missing = (byte >> torch.arange(8)).bitwise_and(1).bitwise_xor(1)
+    return (missing * 0xF0).to(torch.uint8).view(torch.int64).view(256)
+
+
+_Q5_0_HIGH_BITS = _spread_q5_0_high_bits()
+
+
+def _words(blocks: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Bytes ``start:stop`` of every block as int64 words ``[n_blocks, (stop - start) // 8]`` (a view when aligned)."""
+    if blocks.shape[-1] % 8 == 0 and start % 8 == 0:
+        return blocks.view(torch.int64)[:, start // 8:stop // 8]
+    return blocks[:, start:stop].clone(memory_format=torch.contiguous_format).view(torch.int64)
+
+
+def _nibble_words(words: torch.Tensor) -> torch.Tensor:
+    """Nibbles of ``[..., n]`` words as ``[..., 2n]`` words: all low nibbles, then all high, one per byte."""
+    return torch.cat([words & _LOW_NIBBLES, (words >> 4).bitwise_and_(_LOW_NIBBLES)], dim=-1)
 
 
 def _fp16_field(blocks: torch.Tensor, offset: int) -> torch.Tensor:
-    """The fp16 at byte `offset` of every block, as float32 ``[..., n_blocks]``."""
-    return blocks[..., offset:offset + 2].contiguous().view(torch.float16).squeeze(-1).to(torch.float32)
-
-
-def _nibbles(packed: torch.Tensor) -> torch.Tensor:
-    """Split ``[..., n]`` bytes into ``[..., 2, n]``: low nibbles first, then high nibbles."""
-    out = torch.empty((*packed.shape[:-1], 2, packed.shape[-1]), dtype=torch.uint8)
-    torch.bitwise_and(packed, 0x0F, out=out[..., 0, :])
-    torch.bitwise_right_shift(packed, 4, out=out[..., 1, :])
-    return out
-
-
-def _bits(packed: torch.Tensor, width: int) -> torch.Tensor:
-    """Split ``[..., n]`` bytes into ``[..., n, 8 // width]`` fields of `width` bits, least significant first."""
-    shifts = torch.arange(0, 8, width, dtype=torch.uint8)
-    return packed.unsqueeze(-1).bitwise_right_shift(shifts).bitwise_and_((1 << width) - 1)
+    """The fp16 at byte `offset` of every block, as float32 ``[n_blocks]``."""
+    return blocks.view(torch.float16)[:, offset // 2].to(torch.float32)
 
 
 def _k_scales_mins(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-32 scales and mins of Q4_K/Q5_K super-blocks, from fp16 d, fp16 dmin and 12 packed 6-bit pairs."""
-    packed = blocks[..., 4:16]
-    low, mid, top = packed[..., 0:4], packed[..., 4:8], packed[..., 8:12]
-    sc = torch.cat([low & 0x3F, (top & 0x0F) | ((low >> 6) << 4)], dim=-1)
-    m = torch.cat([mid & 0x3F, (top >> 4) | ((mid >> 6) << 4)], dim=-1)
-    scales = sc.to(torch.float32).mul_(_fp16_field(blocks, 0).unsqueeze(-1))
-    mins = m.to(torch.float32).mul_(_fp16_field(blocks, 2).unsqueeze(-1))
-    return scales.flatten(-2), mins.flatten(-2)
+    """Per-32 scales and mins of Q4_K/Q5_K super-blocks: fp16 d and dmin times 6-bit sc and m.
+
+    Bytes 4-15 hold (per sub-block j < 4) sc_j and m_j in the low 6 bits of bytes 4+j and 8+j; for
+    j >= 4 their low 4 bits are the nibbles of byte 12+j-4 and their top 2 bits the spare bits 6-7
+    of bytes 4+j-4 and 8+j-4. Four bytes at a time in int32 words.
+    """
+    low, mid, top = blocks.view(torch.int32)[:, 1:4].unbind(-1)
+    sc = torch.stack([low & 0x3F3F3F3F, (top & 0x0F0F0F0F) | ((low >> 2) & 0x30303030)], dim=-1)
+    m = torch.stack([mid & 0x3F3F3F3F, ((top >> 4) & 0x0F0F0F0F) | ((mid >> 2) & 0x30303030)], dim=-1)
+    scales = sc.view(torch.uint8).view(-1, 8).to(torch.float32).mul_(_fp16_field(blocks, 0).unsqueeze(-1))
+    mins = m.view(torch.uint8).view(-1, 8).to(torch.float32).mul_(_fp16_field(blocks, 2).unsqueeze(-1))
+    return scales.view(-1), mins.view(-1)
+
+
+_UNPACKERS = {
+    QT.Q8_0: (_block_scales, _q8_0_codes),
+    QT.Q5_0: (_block_scales, _q5_0_codes),
+    QT.Q4_K: (_k_scales_mins, _q4_k_codes),
+    QT.Q5_K: (_k_scales_mins, _q5_k_codes),
+    QT.Q6_K: (_q6_k_scales, _q6_k_codes),
+}

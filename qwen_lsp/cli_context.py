@@ -93,7 +93,7 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("cases", help="JSONL of cases (see qwen_lsp.eval.make_cases)")
     parser.add_argument("--strategy", default="repo",
                         help="none, repo, random-chunks, or a comma-separated list to compare")
-    parser.add_argument("--limit", type=int, help="run only the first N cases")
+    parser.add_argument("--limit", type=int, help="run N cases spread over workspaces and kinds")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--rows", help="also write per-case results to this JSONL file")
     _add_budget_options(parser)
@@ -104,7 +104,7 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
 def run_eval(args: argparse.Namespace) -> int:
     from inference import load_model
 
-    from .eval.cases import load_cases
+    from .eval.cases import load_cases, spread
     from .eval.metrics import summarize
     from .eval.runner import run_cases
 
@@ -113,21 +113,22 @@ def run_eval(args: argparse.Namespace) -> int:
     if unknown or not strategies:
         print(f"error: unknown strategy {unknown}; choose from {STRATEGIES}", file=sys.stderr)
         return 2
-    cases = load_cases(args.cases)[: args.limit]
+    cases = spread(load_cases(args.cases), args.limit)
     lm = load_model(args.model)
-    summaries = {}
     rows_out = open(args.rows, "w", encoding="utf-8") if args.rows else None
+
+    def write(row: dict) -> None:
+        if rows_out is not None:
+            rows_out.write(json.dumps(row) + "\n")
+            rows_out.flush()
+
     try:
-        for strategy in strategies:
-            def write(row, strategy=strategy):
-                if rows_out is not None:
-                    rows_out.write(json.dumps({"strategy": strategy, **row}) + "\n")
-                    rows_out.flush()
-            rows = run_cases(lm, cases, _config(args, strategy), on_row=write)
-            summaries[strategy] = summarize(rows) if rows else {}
+        rows = run_cases(lm, cases, {s: _config(args, s) for s in strategies}, on_row=write)
     finally:
         if rows_out is not None:
             rows_out.close()
+    summaries = {s: summarize([r for r in rows if r["config"] == s]) for s in strategies
+                 if any(r["config"] == s for r in rows)}
     if args.json:
         print(json.dumps(summaries, indent=2))
     else:

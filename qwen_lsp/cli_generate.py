@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 def add_generate_command(subparsers) -> None:
@@ -27,7 +27,8 @@ def add_generate_command(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="activation dtype")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="activation dtype (auto: bf16 for bf16 checkpoints, else fp32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with text, ids and timings")
     parser.set_defaults(run=run_generate)
 
@@ -43,7 +44,8 @@ def run_generate(args: argparse.Namespace) -> int:
         top_k=args.top_k, seed=args.seed, stop_strings=tuple(args.stop),
     )
     load_started = time.perf_counter()
-    lm = load_model(args.model, dtype=getattr(torch, args.dtype), threads=args.threads, progress=not args.json)
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    lm = load_model(args.model, dtype=dtype, threads=args.threads, progress=not args.json)
     load_ms = (time.perf_counter() - load_started) * 1000
     prompt_ids = lm.tokenizer.encode(prompt, parse_special=True)
 

@@ -6,9 +6,6 @@ import argparse
 import json
 import sys
 
-from inference.errors import ModelNotFoundError
-from inference.model_store import list_models, pull
-
 
 def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the `model` command group to `subparsers`.
@@ -28,6 +25,9 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_pull(args: argparse.Namespace) -> int:
+    from inference.errors import ModelNotFoundError
+    from inference.model_store import pull
+
     try:
         path = pull(args.name)
     except ModelNotFoundError as err:
@@ -38,6 +38,8 @@ def _run_pull(args: argparse.Namespace) -> int:
 
 
 def _run_list(args: argparse.Namespace) -> int:
+    from inference.model_store import list_models
+
     models = list_models()
     if args.json:
         entries = [{**vars(info), "aliases": list(info.aliases), "path": str(info.path)} for info in models]

@@ -17,7 +17,7 @@ from .context.languages import language_for_path
 from .context.recent import RecentRegions
 from .context.retrieval import ContextRetriever, RetrievalResult, Snippet
 from .context.workspace_index import WorkspaceIndex
-from .postprocess import CursorContext, is_multiline_position, postprocess
+from .postprocess import CursorContext, EarlyStop, is_multiline_position, postprocess
 from .prompt import Budgets, Prompt, PromptBuilder, Window, local_window
 
 STRATEGIES = ("repo", "none", "random-chunks")
@@ -84,6 +84,8 @@ class CompletionPipeline:
         rel = (self.index.relpath(path) if self.index else None) or path.replace("\\", "/")
         started = time.perf_counter()
         window = local_window(text, line, col, self.count_tokens, self.config.budgets)
+        timings["window_ms"] = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
         snippets: list[Snippet] = []
         head: list[Snippet] = []
         if self.index is not None and self.config.strategy == "repo":
@@ -112,14 +114,16 @@ class CompletionPipeline:
         after = "\n".join([lines[line][col:]] + lines[line + 1:line + 60])
         ctx = CursorContext(before, after, language_for_path(path))
         multiline = is_multiline_position(ctx)
-        stops = STOP_STRINGS if multiline else STOP_STRINGS + ("\n",)
+        ctx = CursorContext(before, after, ctx.language, multiline)
+        watcher = EarlyStop(ctx, multiline, self.config.max_lines)
         started = time.perf_counter()
-        result = self.lm.generate(prompt.ids, GenerationConfig(
-            max_new_tokens=self.config.max_new_tokens, temperature=0.0, stop_strings=stops),
-            should_stop=should_stop)
+        result = self.lm.generate(
+            prompt.ids, GenerationConfig(max_new_tokens=self.config.max_new_tokens,
+                                         temperature=0.0, stop_strings=STOP_STRINGS),
+            on_token=watcher.on_token,
+            should_stop=lambda: watcher.done or (should_stop is not None and should_stop()))
         timings["model_ms"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
-        ctx = CursorContext(before, after, ctx.language, multiline)
         text_out = postprocess(result.text, ctx, self.config.max_lines)
         timings["post_ms"] = (time.perf_counter() - started) * 1000
         timings["total_ms"] = (time.perf_counter() - started_all) * 1000

@@ -85,7 +85,12 @@ def is_multiline_position(ctx: CursorContext) -> bool:
     if _inside_single_line_node(ctx):
         return False
     before = ctx.line_prefix
-    return not before.strip() or bool(_BLOCK_OPENER_RE.search(before))
+    if not before.strip():
+        return True
+    opener = _BLOCK_OPENER_RE.search(before)
+    if opener and rest.strip():  # `f(|)`: arguments go on this line; `{|}` opens a block
+        return opener.group(1) in ("{", ":")
+    return bool(opener)
 
 
 def _inside_single_line_node(ctx: CursorContext) -> bool:
@@ -125,20 +130,24 @@ def first_statement(lines: list[str], line_prefix: str) -> list[str]:
     return kept
 
 
+def block_end(lines: list[str], ctx: CursorContext) -> int | None:
+    """Index of the first line past the block enclosing the cursor, or None if not seen yet."""
+    before = ctx.line_prefix
+    floor = _indent_width(before) + 1 if before.strip() else _indent_width(before)
+    for i, line in enumerate(lines[1:], 1):
+        if line.strip() and _indent_width(line) < floor:
+            return i
+    return None
+
+
 def cut_at_block_end(lines: list[str], ctx: CursorContext) -> list[str]:
     """Lines up to where the block enclosing the cursor ends."""
-    before = ctx.line_prefix
-    if before.strip():  # after a block opener: the block is what is indented deeper
-        floor = _indent_width(before) + 1
-    else:
-        floor = _indent_width(before)
-    kept = [lines[0]]
-    for line in lines[1:]:
-        if line.strip() and _indent_width(line) < floor:
-            if line.strip()[0] in CLOSERS and not _suffix_closes(ctx, line.strip()):
-                kept.append(line)  # the block's own closer, which the file lacks
-            break
-        kept.append(line)
+    end = block_end(lines, ctx)
+    kept = lines if end is None else lines[:end]
+    if end is not None and lines[end].strip()[0] in CLOSERS and \
+            not _suffix_closes(ctx, lines[end].strip()):
+        kept = lines[:end + 1]  # the block's own closer, which the file lacks
+    kept = list(kept)
     while kept and not kept[-1].strip():
         kept.pop()
     return kept or [""]
@@ -190,3 +199,31 @@ def balance_brackets(text: str, ctx: CursorContext) -> str:
         else:
             break
     return text
+
+
+
+class EarlyStop:
+    """Watches the streamed continuation and tells when the suggestion is complete, so
+    decoding can stop there: at the newline that ends the statement (single-line), or once
+    a line leaves the enclosing block (multi-line)."""
+
+    def __init__(self, ctx: CursorContext, multiline: bool, max_lines: int = MAX_LINES) -> None:
+        self.ctx = ctx
+        self.multiline = multiline
+        self.max_lines = max_lines
+        self.text = ""
+        self.done = False
+
+    def on_token(self, token_id: int, piece: str) -> None:
+        self.text += piece
+        if "\n" in piece and not self.done:
+            self.done = self._complete()
+
+    def _complete(self) -> bool:
+        lines = strip_fences(strip_control(self.text)).split("\n")[:-1]  # finished lines
+        if not lines:
+            return False
+        if not self.multiline:
+            kept = first_statement(lines, self.ctx.line_prefix)
+            return sum(_depth(line) for line in kept) <= 0 or len(kept) < len(lines)
+        return len(lines) > self.max_lines or block_end(lines, self.ctx) is not None

@@ -1,7 +1,10 @@
 """Measure `inference.quants.dequantize` throughput in GB/s of fp32 output.
 
-Usage: python scripts/bench_dequant.py [--rows 4864] [--cols 896] [--threads 2] [--repeat 5]
-Blocks are random bytes with sane fp16 scale fields; the best of `--repeat` runs is reported.
+Usage: PYTHONPATH=. python scripts/bench_dequant.py [--rows 896] [--cols 4864] [--threads 2] [--repeat 5] [--reference]
+Blocks are random bytes with sane fp16 scale fields; the best of `--repeat` runs is reported, as
+wall-clock throughput and as the process CPU time (steadier than wall-clock on a shared machine).
+The default shape is a Qwen2.5-0.5B ffn_down weight (K-quant rows must be multiples of 256 values).
+--reference also times gguf-py's numpy dequantization of the same blocks, for comparison.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import gguf
 import torch
 from gguf import GGMLQuantizationType as QT
 
@@ -28,14 +32,16 @@ def random_matrix(qtype: QT, rows: int, cols: int) -> torch.Tensor:
     return raw
 
 
-def best_seconds(fn, repeat: int) -> float:
+def best_seconds(fn, repeat: int) -> tuple[float, float]:
+    """Best wall-clock and best process CPU seconds of `repeat` calls, after one warm-up call."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return min(wall), min(cpu)
 
 
 def main() -> None:
@@ -44,14 +50,20 @@ def main() -> None:
     parser.add_argument("--cols", type=int, default=4864)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--reference", action="store_true", help="also time gguf.quants.dequantize (numpy)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out_gb = args.rows * args.cols * 4 / 1e9
     print(f"{args.rows}x{args.cols}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     for qtype in SCALE_OFFSETS:
         raw = random_matrix(qtype, args.rows, args.cols)
-        seconds = best_seconds(lambda: dequantize(raw, qtype), args.repeat)
-        print(f"{qtype.name:5s} {seconds * 1e3:7.2f} ms  {out_gb / seconds:6.2f} GB/s fp32 out")
+        wall, cpu = best_seconds(lambda: dequantize(raw, qtype), args.repeat)
+        line = f"{qtype.name:5s} {wall * 1e3:7.2f} ms  {out_gb / wall:6.2f} GB/s fp32 out   cpu {cpu * 1e3:7.2f} ms"
+        if args.reference:
+            blocks = raw.numpy()
+            wall, _ = best_seconds(lambda: gguf.quants.dequantize(blocks, qtype), 1)
+            line += f"   gguf-py numpy {wall * 1e3:7.2f} ms  {out_gb / wall:6.2f} GB/s"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ async def replay(args: argparse.Namespace) -> dict:
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), OMP_NUM_THREADS=str(args.threads))
     await client.start_io(*server_command(args.model, sys.executable), env=env)
-    init_options = {"timeBudgetMs": args.time_budget_ms, "maxTokens": args.max_tokens}
+    init_options = {"timeBudgetMs": args.time_budget_ms, "maxTokens": args.max_tokens, "contextBudget": args.context_budget}
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(), root_uri=root.as_uri(),
         workspace_folders=[types.WorkspaceFolder(root.as_uri(), root.name)], initialization_options=init_options))
@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--load-timeout", type=float, default=600.0)
     parser.add_argument("--time-budget-ms", type=int, default=3000)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--context-budget", type=int, default=944, help="prompt tokens in all")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()

@@ -76,6 +76,8 @@ class FakeLM:
 
 
 def load_model(spec: str, **options) -> FakeLM:
+    from inference import GenerationConfig  # noqa: F401  (the real loader imports the runtime too)
+
     query = {k: v[-1] for k, v in parse_qs(urlsplit(spec).query).items()}
     time.sleep(float(query.get("load_s", 0)))
     if query.get("fail"):

@@ -100,3 +100,26 @@ def test_sharded_safetensors_via_index(tiny_model_dir, tmp_path):
     ids = torch.arange(3, 40)
     ours = load_model(sharded).model.forward(ids, load_model(sharded).model.new_cache())
     torch.testing.assert_close(ours, _reference_logits(hf_dir, ids), atol=1e-4, rtol=0)
+
+
+def test_bf16_checkpoint_runs_in_bf16(tiny_model_dir, tmp_path):
+    import shutil
+
+    hf_dir = tiny_model_dir("qwen3_moe")
+    bf16_dir = tmp_path / "bf16"
+    load_reference(hf_dir).to(torch.bfloat16).save_pretrained(bf16_dir)
+    shutil.copy(hf_dir / "tokenizer.json", bf16_dir)
+    lm = load_model(bf16_dir)
+    assert lm.model.dtype == torch.bfloat16
+    ids = torch.arange(5, 25)
+    ours = lm.model.forward(ids, lm.model.new_cache())
+    reference = _reference_logits(hf_dir, ids)
+    assert (ours.argmax(-1) == reference.argmax(-1)).float().mean() > 0.8
+
+
+def test_dense_weights_in_the_compute_dtype_are_used_in_place():
+    from inference.linear import DenseLinear
+
+    weight = torch.randn(8, 4).to(torch.bfloat16)
+    assert DenseLinear(weight, torch.bfloat16).weight is weight
+    assert DenseLinear(weight, torch.float32).weight.dtype == torch.float32

@@ -13,7 +13,7 @@ from inference.gguf_tokenizer import tokenizer_from_gguf_metadata
 
 SOURCE = "/models/tiny.gguf"
 BYTE_ALPHABET = sorted(pre_tokenizers.ByteLevel.alphabet())
-MERGED = ["th", "the", "Ġc", "Ġca", "Ġcat", "12", "123", "Ã©"]
+MERGED = ["th", "the", "Ġc", "Ġca", "Ġcat", "12", "123", "Ã©", "xyz"]  # "xyz" has no merges
 MERGES = ["t h", "th e", "Ġ c", "Ġc a", "Ġca t", "1 2", "12 3", "Ã ©"]
 WHOLE = {"<|endoftext|>": 3, "<|fim_prefix|>": 3, "<tool_call>": 4}
 TOKENS = BYTE_ALPHABET + MERGED + list(WHOLE)
@@ -55,10 +55,16 @@ def test_qwen2_normalizes_to_nfc_and_splits_digits_one_by_one():
     assert tokenizer.decode(tokenizer.encode("héllo 世界 🙂").ids) == "héllo 世界 🙂"
 
 
-def test_llama_bpe_groups_digits_by_three_without_nfc():
+def test_qwen2_only_reaches_tokens_through_merges():
+    tokenizer = tokenizer_from_gguf_metadata(tiny_metadata(), SOURCE)
+    assert tokenizer.encode("xyz").ids == [ID["x"], ID["y"], ID["z"]]
+
+
+def test_llama_bpe_groups_digits_by_three_without_nfc_and_takes_known_words_whole():
     tokenizer = tokenizer_from_gguf_metadata(tiny_metadata(**{"tokenizer.ggml.pre": "llama-bpe"}), SOURCE)
     assert tokenizer.encode("1231").ids == [ID["123"], ID["1"]]
     assert tokenizer.encode("e\u0301").ids != [ID["Ã©"]]
+    assert tokenizer.encode("xyz").ids == [ID["xyz"]]
 
 
 @pytest.mark.parametrize("key, value, fragment", [
@@ -89,8 +95,8 @@ def test_missing_key_is_a_model_file_error(key):
     ({"tokenizer.ggml.merges": MERGES + ["th zz"]}, "merge"),
     ({"tokenizer.ggml.token_type": [1, 1]}, "token types"),
     ({"tokenizer.ggml.tokens": "the"}, "tokenizer.ggml.tokens"),
-    ({"tokenizer.ggml.tokens": TOKENS + ["<tool_call>"], "tokenizer.ggml.token_type": [1] * (len(TOKENS) - 3) + [3, 3, 4, 4]},
-     "not unique"),
+    ({"tokenizer.ggml.tokens": TOKENS + ["<tool_call>"],
+      "tokenizer.ggml.token_type": [1] * (len(TOKENS) - 3) + [3, 3, 4, 4]}, "not unique"),
 ])
 def test_malformed_metadata_is_a_model_file_error(overrides, fragment):
     with pytest.raises(ModelFileError, match=fragment):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType as QT
 
+from inference import quants
 from inference.quants import (
     SUPPORTED_QTYPES,
     UnsupportedQuantError,
@@ -69,6 +70,13 @@ def test_leading_dims_are_preserved(qtype):
     assert_matches_reference(ours, raw, qtype)
 
 
+@pytest.mark.parametrize("qtype", sorted(SUPPORTED_QTYPES - {QT.F32, QT.F16, QT.BF16}), ids=lambda t: t.name)
+def test_decoding_in_several_chunks(qtype, monkeypatch):
+    monkeypatch.setattr(quants, "_CHUNK_VALUES", 3 * 256)
+    raw = random_raw(qtype, (5,), n_blocks=8, seed=7)  # chunks of 3 blocks for K types, 24 for the others
+    assert_matches_reference(dequantize(torch.from_numpy(raw), qtype), raw, qtype)
+
+
 @pytest.mark.parametrize("qtype", ALL_QTYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
 def test_out_dtype_is_rounded_float32(qtype, out_dtype):
@@ -95,9 +103,10 @@ def test_read_only_unaligned_mmap_is_not_written(qtype, byte_offset, tmp_path):
 
 
 @pytest.mark.parametrize("qtype", ALL_QTYPES, ids=lambda t: t.name)
-def test_rows_sliced_from_a_wider_buffer(qtype):
-    raw = random_raw(qtype, (4,), n_blocks=2, seed=6)
-    wider = torch.zeros(4, raw.shape[1] + 3, dtype=torch.uint8)
+@pytest.mark.parametrize("rows, n_blocks", [(4, 2), (1, 1)])
+def test_rows_sliced_at_an_odd_offset_of_a_wider_buffer(qtype, rows, n_blocks):
+    raw = random_raw(qtype, (rows,), n_blocks=n_blocks, seed=6)
+    wider = torch.zeros(rows, raw.shape[1] + 3, dtype=torch.uint8)
     wider[:, 1:-2] = torch.from_numpy(raw)
     assert_matches_reference(dequantize(wider[:, 1:-2], qtype), raw, qtype)
 
@@ -118,10 +127,21 @@ def test_row_bytes():
 
 
 @pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q4_K, QT.F32])
-def test_partial_block_row_raises(qtype):
-    raw = torch.zeros(2, row_bytes(qtype, block_geometry(qtype)[0]) + 1, dtype=torch.uint8)
+@pytest.mark.parametrize("extra_bytes", [1, -1])
+def test_partial_block_row_raises(qtype, extra_bytes):
+    raw = torch.zeros(2, row_bytes(qtype, block_geometry(qtype)[0]) + extra_bytes, dtype=torch.uint8)
     with pytest.raises(ValueError, match=qtype.name):
         dequantize(raw, qtype)
+
+
+@pytest.mark.parametrize("shape", [(), (2, 0)])
+def test_rows_without_blocks_raise(shape):
+    with pytest.raises(ValueError, match="Q5_0"):
+        dequantize(torch.zeros(shape, dtype=torch.uint8), QT.Q5_0)
+
+
+def test_no_rows_gives_no_rows():
+    assert dequantize(torch.zeros(0, 3 * 22, dtype=torch.uint8), QT.Q5_0).shape == (0, 96)
 
 
 def test_non_uint8_raw_raises():
@@ -141,11 +161,18 @@ def test_unsupported_type_raises(qtype):
         row_bytes(qtype, 256)
 
 
-SYMMETRIC_HELPERS = [(QT.Q8_0, q8_0_scales, 32, -128, 127), (QT.Q5_0, q5_0_scales, 32, -16, 15), (QT.Q6_K, q6_k_scales, 16, -32, 31)]
-ASYMMETRIC_HELPERS = [(QT.Q4_K, q4_k_scales_mins, 15), (QT.Q5_K, q5_k_scales_mins, 31)]
+SYMMETRIC_HELPERS = [
+    pytest.param(QT.Q8_0, q8_0_scales, 32, -128, 127, id="Q8_0"),
+    pytest.param(QT.Q5_0, q5_0_scales, 32, -16, 15, id="Q5_0"),
+    pytest.param(QT.Q6_K, q6_k_scales, 16, -32, 31, id="Q6_K"),
+]
+ASYMMETRIC_HELPERS = [
+    pytest.param(QT.Q4_K, q4_k_scales_mins, 15, id="Q4_K"),
+    pytest.param(QT.Q5_K, q5_k_scales_mins, 31, id="Q5_K"),
+]
 
 
-@pytest.mark.parametrize("qtype, helper, group, lowest, highest", SYMMETRIC_HELPERS, ids=lambda v: getattr(v, "name", None))
+@pytest.mark.parametrize("qtype, helper, group, lowest, highest", SYMMETRIC_HELPERS)
 def test_symmetric_helpers_reconstruct_dequantize(qtype, helper, group, lowest, highest):
     raw = torch.from_numpy(random_raw(qtype, (2, 3), n_blocks=4, seed=4))
     scales, codes = helper(raw)
@@ -157,7 +184,7 @@ def test_symmetric_helpers_reconstruct_dequantize(qtype, helper, group, lowest, 
     assert torch.equal(rebuilt.flatten(-2), dequantize(raw, qtype))
 
 
-@pytest.mark.parametrize("qtype, helper, highest", ASYMMETRIC_HELPERS, ids=lambda v: getattr(v, "name", None))
+@pytest.mark.parametrize("qtype, helper, highest", ASYMMETRIC_HELPERS)
 def test_asymmetric_helpers_reconstruct_dequantize(qtype, helper, highest):
     raw = torch.from_numpy(random_raw(qtype, (2, 3), n_blocks=4, seed=5))
     scales, mins, codes = helper(raw)

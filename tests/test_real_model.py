@@ -19,13 +19,21 @@ def _fim(lm, prefix: str, suffix: str) -> str:
     return lm.generate_text(prompt, GenerationConfig(max_new_tokens=24)).text
 
 
-def test_fim_completes_the_right_line(lm):
-    middle = _fim(
-        lm,
-        'def is_even(n: int) -> bool:\n    """Return True when n is even."""\n    return ',
-        "\n\n\nassert is_even(4)\n",
-    )
-    assert middle.strip().splitlines()[0].replace(" ", "") == "n%2==0"
+def test_logits_match_transformers_on_the_dequantized_file(lm, real_gguf):
+    """Exactness on the real file: transformers dequantizes the GGUF to fp32; our exact path must agree."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    exact = lm
+    ids = exact.tokenizer.encode("<|fim_prefix|>def is_even(n):\n    return<|fim_suffix|>\n<|fim_middle|>",
+                                 parse_special=True)
+    reference = AutoModelForCausalLM.from_pretrained(real_gguf.parent, gguf_file=real_gguf.name,
+                                                     dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits[0]
+    del reference
+    ours = exact.model.forward(torch.tensor(ids), exact.model.new_cache())
+    torch.testing.assert_close(ours, expected, atol=2e-3, rtol=0)
 
 
 def test_fim_fills_a_loop_body(lm):
@@ -35,6 +43,15 @@ def test_fim_fills_a_loop_body(lm):
         "\n    return result\n",
     )
     assert middle.strip().splitlines()[0].replace(" ", "") == "result+=value"
+
+
+def test_fim_writes_a_whole_body_line(lm):
+    middle = _fim(
+        lm,
+        'import math\n\n\ndef circle_area(radius: float) -> float:\n    """Area of a circle."""\n',
+        "\n\n\nprint(circle_area(2.0))\n",
+    )
+    assert middle.splitlines()[0].replace(" ", "") == "returnmath.pi*radius**2"
 
 
 def test_real_tokenizer_keeps_fim_tokens_whole(lm):

@@ -102,3 +102,33 @@ def test_completion_item_shape():
     assert item.label == "return compute(…" and item.sort_text.startswith("0000") and item.preselect
     assert "return compute(" in item.documentation.value
     assert label_for("x" * 100).endswith("…")
+
+
+def test_roots_refuse_reads_outside_including_symlinks(tmp_path):
+    from qwen_lsp.server.roots import WorkspaceRoots
+
+    root, outside = tmp_path / "ws", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.py").write_text("SECRET = 1\n")
+    (root / "ok.py").write_text("x = 1\n")
+    (root / "link.py").symlink_to(outside / "secret.py")
+    (root / "linkdir").symlink_to(outside, target_is_directory=True)
+    (root / "binary.py").write_bytes(b"\xff\xfe\x00")
+    roots = WorkspaceRoots()
+    roots.add(root.as_uri())
+    assert roots.read_text(str(root / "ok.py")) == "x = 1\n"
+    assert roots.read_text(str(root / "link.py")) is None
+    assert roots.read_text(str(root / "linkdir" / "secret.py")) is None
+    assert roots.read_text(str(outside / "secret.py")) is None
+    assert roots.read_text(str(root / "binary.py")) is None
+    assert roots.path_of((root / "linkdir" / "secret.py").as_uri()) is None
+    assert roots.path_of("untitled:Untitled-1") is None
+
+
+def test_lone_surrogates_become_replacement_characters_without_moving_positions():
+    doc = Document("u", "python", 1, "a\ud800b")
+    assert doc.text == "a\ufffdb"
+    doc.apply_change(types.TextDocumentContentChangePartial(
+        range=types.Range(types.Position(0, 2), types.Position(0, 2)), text="\udc00"), UTF16)
+    assert doc.text == "a\ufffd\ufffdb"

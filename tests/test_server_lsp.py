@@ -235,3 +235,58 @@ async def test_accepting_precomputes_the_next_completion(tmp_path):
         calls = (await stats(client))["model_calls"]
         after = await client.text_document_inline_completion_async(inline_params(uri, 0, 9))
         assert after.items and (await stats(client))["model_calls"] == calls
+
+
+async def test_bad_text_huge_files_and_garbage_on_the_wire_keep_the_server_alive(tmp_path):
+    uri = (tmp_path / "a.py").as_uri()
+    async with lsp_session(fake_spec(text="ok"), root=tmp_path) as client:
+        open_doc(client, (tmp_path / "big.py").as_uri(), "x = 1\n" * 500_000)  # 3 MB: over maxFileBytes
+        big = await client.text_document_inline_completion_async(inline_params((tmp_path / "big.py").as_uri(), 10, 0, explicit=True))
+        assert big.items == ()
+        open_doc(client, uri, "s = '\ud800' + \n", language="no-such-language")  # lone surrogate, unknown language
+        result = await client.text_document_inline_completion_async(inline_params(uri, 0, 9, explicit=True))
+        assert [i.insert_text for i in result.items] == ["ok"]
+        stdin = client._server.stdin
+        for body in (
+            b"\xff\xfe{bad}\xc3",  # not UTF-8, not JSON
+            b"[]",  # JSON, not a message
+            b'{"jsonrpc": "2.0", "id": "odd", "method": "textDocument/inlineCompletion", "params": null}',
+        ):
+            stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await stdin.drain()
+        again = await client.text_document_inline_completion_async(inline_params(uri, 0, 9, explicit=True))
+        assert again.items
+
+
+async def test_tcp_transport(tmp_path):
+    import socket
+    import subprocess
+    import sys as _sys
+
+    from server_harness import FAKE_SERVER, server_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([_sys.executable, FAKE_SERVER, "--model", fake_spec(), "--tcp", f"127.0.0.1:{port}"],
+                            env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the server did not listen within 60 s")
+        body = b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"capabilities":{}}}'
+        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        length = int(header.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        response = await reader.readexactly(length)
+        assert b'"inlineCompletionProvider"' in response
+        writer.close()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -130,8 +130,9 @@ def write_gguf(hf_dir: Path, out_path: Path, qtype: GGMLQuantizationType = GGMLQ
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
+    num_experts = cfg.get("num_experts") or cfg.get("num_local_experts")
     if arch == "qwen3moe":
-        writer.add_expert_count(cfg["num_experts"])
+        writer.add_expert_count(num_experts)
         writer.add_expert_used_count(cfg["num_experts_per_tok"])
         writer.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
         writer.add_bool(f"{arch}.expert_weights_norm", bool(cfg["norm_topk_prob"]))
@@ -158,7 +159,7 @@ def write_gguf(hf_dir: Path, out_path: Path, qtype: GGMLQuantizationType = GGMLQ
         if f"{prefix}mlp.experts.0.gate_proj.weight" in tensors:
             for proj in ("gate", "up", "down"):
                 stacked = np.stack([
-                    tensors[f"{prefix}mlp.experts.{e}.{proj}_proj.weight"] for e in range(cfg["num_experts"])
+                    tensors[f"{prefix}mlp.experts.{e}.{proj}_proj.weight"] for e in range(num_experts)
                 ])
                 add(f"blk.{i}.ffn_{proj}_exps.weight", stacked)
     writer.write_header_to_file()

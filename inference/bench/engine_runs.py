@@ -32,6 +32,7 @@ def run_ours(model: str, prompt: str, new_tokens: int, threads: int) -> dict:
 
 
 def run_llama_cpp(model: str, prompt: str, new_tokens: int, threads: int) -> dict:
+    import llama_cpp
     import numpy as np
     from llama_cpp import Llama
 
@@ -41,15 +42,20 @@ def run_llama_cpp(model: str, prompt: str, new_tokens: int, threads: int) -> dic
     load_s = time.perf_counter() - started
     rss_loaded = _peak_rss_mb()
     ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def last_argmax() -> int:
+        logits = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(logits, shape=(llm.n_vocab(),))))
+
     started = time.perf_counter()
     llm.eval(ids)
-    token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    token = last_argmax()
     first = time.perf_counter()
     out = [token]
     prefill_s = first - started
     for _ in range(new_tokens - 1):
         llm.eval([token])
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        token = last_argmax()
         out.append(token)
     decode_s = time.perf_counter() - first
     return dict(load_s=load_s, prompt_tokens=len(ids), ttft_ms=prefill_s * 1000, prefill_tok_s=len(ids) / prefill_s,

@@ -3,8 +3,8 @@
 Sources, strongest first: definitions of the names used near the cursor (imports resolved to
 their files, then same-named definitions elsewhere in the repo); the sibling test or
 implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
-The current file's imports and enclosing headers beyond the local window come back apart,
-as a ``head`` for the prompt builder to put before the prefix window.
+The current file's imports, enclosing headers and the definitions it uses from beyond the
+local window come back apart, as a ``head`` for the prompt builder to put before the window.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .symbols import IDENT_RE, Definition, FileSymbols, extract_symbols
+from .symbols import IDENT_RE, Definition, FileSymbols, extract_symbols, short_doc
 from .workspace_index import WorkspaceIndex
 
 NEAR_LINES_BEFORE = 30
 NEAR_LINES_AFTER = 5
 MAX_OUTLINE_MEMBERS = 24
+CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
+MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
 self cls this super function const let var return if else elif for while class struct impl fn
@@ -88,17 +90,20 @@ class ContextRetriever:
         weights, attrs = _query(lines, line, col)
         window_lines = {l.strip() for l in lines[window[0]:window[1]] if l.strip()}
 
-        candidates: list[Snippet] = []
-        candidates += self._definitions(rel_path, symbols, weights, attrs, window)
+        definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window)
+        local = sorted((s for s in definitions if s.source == "local"), key=lambda s: -s.score)
+        candidates = [s for s in definitions if s.source != "local"]
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
         candidates += self._similar(rel_path, lines, line)
-        head = self._head(rel_path, lines, symbols, line, window)
+        head = self._head(rel_path, lines, symbols, line, window, weights) + local
 
         if head_budget_tokens is None:
-            head_budget_tokens = budget_tokens // 4
+            head_budget_tokens = budget_tokens // 3
         head = self._fit(head, head_budget_tokens, window_lines, keep_order=True)
-        snippets = self._fit(candidates, budget_tokens, window_lines)
+        head.sort(key=lambda s: s.start_line)  # the current file's pieces in file order
+        snippets = self._fit(candidates, budget_tokens - sum(s.tokens for s in head),
+                             window_lines)
         return RetrievalResult(snippets, head, sum(s.tokens for s in snippets + head),
                                len(candidates), [name for name, _ in weights.most_common(12)])
 
@@ -108,11 +113,14 @@ class ContextRetriever:
         cached = self._symbols_cache
         if cached and cached[0] == rel_path and cached[1] == text:
             return cached[2]
+        indexed = self.index.symbols(rel_path)
+        if indexed is not None and self.index.text(rel_path) == text:
+            return indexed  # the editor's didChange already re-indexed this buffer
         symbols = extract_symbols(rel_path, text, language_for_path(rel_path))
         self._symbols_cache = (rel_path, text, symbols)
         return symbols
 
-    def _definitions(self, rel_path: str, symbols: FileSymbols, weights: Counter,
+    def _definitions(self, rel_path: str, lines: list[str], symbols: FileSymbols, weights: Counter,
                      attrs: dict[str, set[str]], window: tuple[int, int]) -> list[Snippet]:
         bindings: dict[str, tuple[str, str]] = {}  # local name -> (resolved file, original name)
         module_bindings: dict[str, str] = {}  # local name -> module file
@@ -130,7 +138,8 @@ class ContextRetriever:
                 sub = self.index.resolve_module(
                     f"{imp.module}.{original}" if imp.module else original, rel_path, imp.level)
                 if sub and imp.level + len(imp.module) > 0:
-                    module_bindings[local] = sub
+                    module_bindings[local] = sub  # `from pkg import module`
+                    continue
                 target = self.index.resolve_module(imp.module, rel_path, imp.level)
                 if target:
                     bindings[local] = (target, original)
@@ -145,7 +154,10 @@ class ContextRetriever:
             seen.add(key)
             found.append(self._render(path, definition, source, weight))
 
-        local_defs = {d.name: d for d in symbols.definitions if d.parent is None}
+        local_defs = {d.name: d for d in symbols.definitions  # top level, even mid-edit
+                      if d.parent is None and d.start_line < len(lines)
+                      and not lines[d.start_line][:1].isspace()}
+        defined_here = {d.name for d in symbols.definitions}
         for name, weight in weights.most_common(40):
             if name in bindings:
                 path, original = bindings[name]
@@ -160,7 +172,7 @@ class ContextRetriever:
                 definition = local_defs[name]
                 if definition.end_line < window[0] or definition.start_line >= window[1]:
                     add(rel_path, definition, "local", weight)
-            elif name not in COMMON_WORDS:
+            elif name not in COMMON_WORDS and name not in defined_here:
                 elsewhere = [(p, d) for p, d in self.index.definitions_named(name) if p != rel_path]
                 if 0 < len(elsewhere) <= 3:
                     same_dir = os.path.dirname(rel_path)
@@ -193,9 +205,10 @@ class ContextRetriever:
         parts = [indent + definition.signature.strip() + (":" if path.endswith(".py") and
                                                           not definition.signature.rstrip().endswith(":") else "")]
         if definition.doc:
-            parts.append(inner + definition.doc.strip())
-        members = [d for d in (self.index.symbols(path) or FileSymbols(path, None, [], [], Counter(), 0)).definitions
-                   if d.parent == definition.name
+            parts.append(inner + short_doc(definition.doc))
+        file_symbols = self.index.symbols(path)
+        members = [d for d in (file_symbols.definitions if file_symbols else [])
+                   if definition.kind in CONTAINER_KINDS and d.parent == definition.name
                    and definition.start_line < d.start_line <= definition.end_line]
         for member in members[:MAX_OUTLINE_MEMBERS]:
             member_indent = _indent(lines[member.start_line]) if member.start_line < len(lines) else inner
@@ -204,8 +217,8 @@ class ContextRetriever:
                 continue
             signature = member_indent + member.signature.strip()
             if path.endswith(".py"):
-                doc = member.doc.strip().split("\n")[0]
-                tail = (member_indent + "    " + doc + ("" if doc.endswith('"""') or not doc.startswith('"""') else '..."""')) if doc else ""
+                doc = short_doc(member.doc, max_lines=1)
+                tail = member_indent + "    " + doc if doc else ""
                 parts.append(signature + (":" if not signature.endswith(":") else "")
                              + ("\n" + tail if tail else "") + "\n" + member_indent + "    ...")
             else:
@@ -260,17 +273,10 @@ class ContextRetriever:
         return found
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
-              window: tuple[int, int]) -> list[Snippet]:
-        """The current file's imports and enclosing headers that lie before the window."""
+              window: tuple[int, int], weights: Counter) -> list[Snippet]:
+        """Before the window: the headers enclosing the cursor, then the import statements
+        that bind names used near it."""
         head: list[Snippet] = []
-        import_lines = sorted({imp.line for imp in symbols.imports if imp.line < window[0]})
-        if import_lines:
-            start, end = import_lines[0], import_lines[-1] + 1
-            while end < window[0] and end < len(lines) and (
-                    lines[end].startswith((" ", "\t", ")")) or lines[end].rstrip().endswith(")")):
-                end += 1  # the rest of a parenthesised multi-line import
-            body = "\n".join(lines[start:end])
-            head.append(Snippet(rel_path, start, end, body, "outline", 1.0))
         enclosing = [d for d in symbols.definitions
                      if d.start_line < window[0] and d.end_line >= line]
         for definition in enclosing:
@@ -279,9 +285,19 @@ class ContextRetriever:
             if rel_path.endswith(".py") and not body.endswith(":"):
                 body += ":"
             if definition.doc:
-                body += "\n" + indent + "    " + definition.doc.strip()
+                body += "\n" + indent + "    " + short_doc(definition.doc)
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
+        starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
+                         and any(name in weights for name in imp.bindings)})
+        for start in starts:
+            end, depth = start, 0
+            while end < min(window[0], len(lines)):
+                depth += lines[end].count("(") - lines[end].count(")")
+                end += 1
+                if depth <= 0:
+                    break
+            head.append(Snippet(rel_path, start, end, "\n".join(lines[start:end]), "outline", 1.0))
         return head
 
     # --- budget ----------------------------------------------------------------------------
@@ -299,6 +315,8 @@ class ContextRetriever:
             if any(c.path == snippet.path and c.start_line < snippet.end_line
                    and snippet.start_line < c.end_line for c in chosen):
                 continue
+            if len(snippet.text) > MAX_CHARS_PER_TOKEN * (budget - used):
+                continue  # cannot fit: skip without tokenizing
             snippet.tokens = self.count_tokens(snippet.text) + self.count_tokens(snippet.path) + 2
             if used + snippet.tokens > budget:
                 continue

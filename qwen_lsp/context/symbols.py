@@ -71,6 +71,24 @@ def extract_symbols(path: str, text: str, language: str | None) -> FileSymbols:
                        text.count("\n") + 1)
 
 
+def short_doc(doc: str, max_lines: int = 4) -> str:
+    """The first paragraph of a docstring or comment, kept well-formed (quotes closed)."""
+    lines = doc.strip().split("\n")
+    kept: list[str] = []
+    for line in lines[:max_lines]:
+        if kept and not line.strip():
+            break
+        kept.append(line)
+    text = "\n".join(kept).rstrip()
+    for quote in ('"""', "'''"):
+        if text.startswith(quote) and (len(text) < 6 or not text.endswith(quote)):
+            if len(kept) == 1:
+                return text + quote
+            indent = kept[-1][: len(kept[-1]) - len(kept[-1].lstrip())]
+            return text + "\n" + indent + quote
+    return text
+
+
 def _text(node: ts.Node | None) -> str:
     return node.text.decode("utf-8", errors="replace") if node is not None and node.text else ""
 
@@ -90,20 +108,19 @@ def _definitions(tree: ts.Tree, language: str) -> list[Definition]:
                              (key.split(".", 1)[1], node, _text(names[0])))
     nodes_by_span = sorted(found.values(), key=lambda item: (item[1].start_byte, -item[1].end_byte))
     result = []
-    stack: list[tuple[int, str]] = []  # (end_byte, name) of enclosing definitions
+    stack: list[tuple[int, str, str]] = []  # (end_byte, name, kind) of enclosing definitions
     for kind, node, name in nodes_by_span:
         while stack and stack[-1][0] <= node.start_byte:
             stack.pop()
         parent = stack[-1][1] if stack else None
-        if kind == "function" and parent is not None and language == "python":
+        if kind == "function" and stack and stack[-1][2] == "class":
             kind = "method"
         lines = node.end_point[0] - node.start_point[0] + 1
         body = _text(node) if lines <= SHORT_BODY_LINES else ""
         result.append(Definition(
             name=name, kind=kind, start_line=node.start_point[0], end_line=node.end_point[0],
             signature=_signature(node), doc=_doc(node, language), body=body, parent=parent))
-        if kind in ("class", "interface", "module", "type") or language != "python":
-            stack.append((node.end_byte, name))
+        stack.append((node.end_byte, name, kind))
     return result
 
 
@@ -144,8 +161,13 @@ def _imports(root: ts.Node, language: str) -> list[Import]:
     if extract is None:
         return []
     result: list[Import] = []
-    for node in root.children:
-        result.extend(extract(node))
+    nodes = list(root.children)
+    while nodes:
+        node = nodes.pop(0)
+        if node.type == "ERROR":  # a syntax error while typing wraps the top level
+            nodes[:0] = node.children
+        else:
+            result.extend(extract(node))
     return result
 
 

@@ -32,6 +32,23 @@ def load_cases(path: str | os.PathLike) -> list[Case]:
         return [Case(**json.loads(line)) for line in handle if line.strip()]
 
 
+def spread(cases: list[Case], limit: int | None) -> list[Case]:
+    """Up to ``limit`` cases taken round-robin over (workspace, kind), so a small run still
+    covers every project and kind."""
+    if limit is None or limit >= len(cases):
+        return list(cases)
+    groups: dict[tuple[str, str], list[Case]] = {}
+    for case in cases:
+        groups.setdefault((case.workspace, case.kind), []).append(case)
+    queues = list(groups.values())
+    chosen: list[Case] = []
+    while len(chosen) < limit:
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop(0))
+    return chosen
+
+
 def resolve_workspace(workspace: str) -> Path:
     """The directory a case's workspace names."""
     if workspace.startswith(PACKAGE_PREFIX):

@@ -14,11 +14,13 @@ from .metrics import score
 log = logging.getLogger(__name__)
 
 
-def run_cases(lm: Any, cases: list[Case], config: PipelineConfig,
+def run_cases(lm: Any, cases: list[Case], configs: dict[str, PipelineConfig],
               on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """One result row per case that could be run (cases whose files changed are skipped)."""
+    """One result row per (case, named config) that could be run; the configs take turns on
+    each case, so a partial run still compares them on the same cases. Cases whose files
+    changed since they were made are skipped."""
     indexes: dict[str, WorkspaceIndex] = {}
-    pipelines: dict[str, CompletionPipeline] = {}
+    pipelines: dict[tuple[str, str], CompletionPipeline] = {}
     rows = []
     for case in cases:
         try:
@@ -31,19 +33,25 @@ def run_cases(lm: Any, cases: list[Case], config: PipelineConfig,
         if case.workspace not in indexes:
             indexes[case.workspace] = WorkspaceIndex(root)
             indexes[case.workspace].index_all()
-            pipelines[case.workspace] = CompletionPipeline(lm, indexes[case.workspace], config)
-        index, pipeline = indexes[case.workspace], pipelines[case.workspace]
+        index = indexes[case.workspace]
         index.update_file(case.file, document)  # the index must not see the answer
         try:
-            suggestion = pipeline.complete(str(Path(root) / case.file), document, case.line, case.col)
+            for name, config in configs.items():
+                key = (case.workspace, name)
+                if key not in pipelines:
+                    pipelines[key] = CompletionPipeline(lm, index, config)
+                suggestion = pipelines[key].complete(str(Path(root) / case.file), document,
+                                                     case.line, case.col)
+                row = {"config": name, "id": case.id, "kind": case.kind,
+                       "expected": case.middle, "prediction": suggestion.text,
+                       "raw": suggestion.raw, "prompt_tokens": len(suggestion.prompt.ids),
+                       "timings": suggestion.timings,
+                       "snippets": [f"{s.source}:{s.path}:{s.start_line}"
+                                    for s in suggestion.snippets],
+                       **score(suggestion.text, case.middle)}
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
         finally:
             index.update_file(case.file, original)
-        row = {"id": case.id, "kind": case.kind, "expected": case.middle,
-               "prediction": suggestion.text, "raw": suggestion.raw,
-               "prompt_tokens": len(suggestion.prompt.ids), "timings": suggestion.timings,
-               "snippets": [f"{s.source}:{s.path}:{s.start_line}" for s in suggestion.snippets],
-               **score(suggestion.text, case.middle)}
-        rows.append(row)
-        if on_row is not None:
-            on_row(row)
     return rows

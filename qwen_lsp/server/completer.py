@@ -21,7 +21,7 @@ class CompletionRequest:
     text: str
     offset: int
     max_new_tokens: int
-    context_budget: int  # repository context tokens
+    context_budget: int  # prompt tokens in all
     candidates: int = 1
 
     @property

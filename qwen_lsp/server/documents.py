@@ -11,6 +11,13 @@ from lsprotocol import types
 from qwen_lsp.server.positions import column_to_index, index_to_column
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (JSON can carry them, UTF-8 cannot) replaced by U+FFFD;
+    one code point and one UTF-16 unit each, so positions do not move."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
 
 
 class PositionError(ValueError):
@@ -28,6 +35,7 @@ class Document:
     _line_starts: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
+        self.text = clean_text(self.text)
         self._index_lines()
 
     def _index_lines(self) -> None:
@@ -71,13 +79,13 @@ class Document:
         """Apply one full or incremental change; ranges past the end are clamped."""
         rng = getattr(change, "range", None)
         if rng is None:
-            self.text = change.text
+            self.text = clean_text(change.text)
         else:
             start = self.offset_at(rng.start, encoding, clamp=True)
             end = self.offset_at(rng.end, encoding, clamp=True)
             if end < start:
                 start, end = end, start
-            self.text = self.text[:start] + change.text + self.text[end:]
+            self.text = self.text[:start] + clean_text(change.text) + self.text[end:]
         self._index_lines()
 
 

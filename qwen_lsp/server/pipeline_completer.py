@@ -94,8 +94,8 @@ class PipelineCompleter:
     def complete(self, lm: Any, request: CompletionRequest, should_stop: Callable[[], bool]) -> list[str]:
         root = self._root_of(request.path)
         pipeline = self._pipeline(lm, root)
-        budgets = replace(Budgets.for_device("cpu"), context_tokens=request.context_budget)
-        pipeline.config = replace(pipeline.config, budgets=budgets, max_new_tokens=request.max_new_tokens)
+        pipeline.config = replace(pipeline.config, budgets=split_budget(request.context_budget),
+                                  max_new_tokens=request.max_new_tokens)
         path = request.path or _virtual_path(request.uri, request.language_id)
         line, col = request.line_col
         first = pipeline.complete(path, request.text, line, col, should_stop=should_stop)
@@ -125,6 +125,16 @@ class PipelineCompleter:
     def close(self) -> None:
         for root in list(self._indexes):
             self.remove_root(root)
+
+
+def split_budget(total: int) -> Budgets:
+    """The ``contextBudget`` setting (prompt tokens in all) as the pipeline's three budgets, in
+    the proportions of its evaluated CPU profile (which the default budget reproduces)."""
+    cpu = Budgets.for_device("cpu")
+    scale = total / (cpu.prefix_tokens + cpu.suffix_tokens + cpu.context_tokens)
+    return Budgets(prefix_tokens=max(32, int(cpu.prefix_tokens * scale)),
+                   suffix_tokens=max(8, int(cpu.suffix_tokens * scale)),
+                   context_tokens=int(cpu.context_tokens * scale))
 
 
 _EXTENSIONS = {"python": ".py", "javascript": ".js", "typescript": ".ts", "typescriptreact": ".tsx",

@@ -90,8 +90,9 @@ class QwenLanguageServer(LanguageServer):
         for warning in warnings:
             self.warn_user(f"{source}: {warning}")
         model_changed = new.model != self.settings.model
+        if new.debounce_ms != self.settings.debounce_ms:
+            self.suggestions.debounce.base_ms = new.debounce_ms
         self.settings = new
-        self.suggestions.debounce.base_ms = new.debounce_ms
         logging.getLogger("qwen_lsp").setLevel(new.log_level.upper())
         return model_changed
 
@@ -121,15 +122,15 @@ class QwenLanguageServer(LanguageServer):
         if self.host.spec != spec:
             return  # a newer load started
         if self.host.ready:
-            message = f"model {spec} ready in {time.monotonic() - started:.1f} s"
-            self.status.set(READY, message)
+            state, message = READY, f"model {spec} ready in {time.monotonic() - started:.1f} s"
             self.log_to_client("info", message)
         else:
-            self.status.set(ERROR, self.host.error or "load failed")
-            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"qwen-lsp: cannot load model {spec}: {self.host.error}"))
-            self.log_to_client("error", f"cannot load model {spec}: {self.host.error}")
+            state, message = ERROR, f"cannot load model {spec}: {self.host.error}"
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"qwen-lsp: {message}"))
+            self.log_to_client("error", message)
         if token is not None:
-            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=self.status.message))
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        self.status.set(state, message)  # last: clients waiting for it have seen the rest
 
     def reload_model(self) -> None:
         self._load_task = self.spawn(self.load_model())
@@ -208,6 +209,9 @@ def build_server(settings: Settings | None = None) -> QwenLanguageServer:
             ls.roots.add(params.root_uri)
         for root in ls.roots.paths:
             ls.completer.add_root(root)
+        client = (params.client_info.name if params.client_info else "").lower()
+        if "neovim" in client or "nvim" in client:
+            ls.suggestions.debounce.base_ms = 0  # Neovim waits 200 ms itself before asking
         ls.apply_settings(params.initialization_options, "initializationOptions")
 
     @server.feature(types.INITIALIZED)

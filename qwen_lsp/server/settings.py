@@ -10,7 +10,7 @@ LOG_LEVELS = ("error", "warning", "info", "debug")
 
 # camelCase key -> (field, type, min, max)
 _NUMERIC = {
-    "contextBudget": ("context_budget", int, 0, 32768),
+    "contextBudget": ("context_budget", int, 256, 32768),
     "maxTokens": ("max_tokens", int, 1, 1024),
     "timeBudgetMs": ("time_budget_ms", int, 50, 60000),
     "debounceMs": ("debounce_ms", int, 0, 2000),
@@ -25,7 +25,7 @@ class Settings:
     """Effective settings; every field has a safe default."""
 
     model: str = "default"
-    context_budget: int = 1024
+    context_budget: int = 944  # prompt tokens in all (the pipeline's evaluated CPU profile)
     max_tokens: int = 64
     time_budget_ms: int = 3000
     debounce_ms: int = 60

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from qwen_lsp.server.completer import Completer, CompletionRequest
@@ -32,10 +32,10 @@ class Counters:
     cancelled: int = 0
     not_ready: int = 0
     precomputed: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "latencies_ms"}
+        return dict(self.__dict__)
 
 
 class SuggestionService:
@@ -107,6 +107,10 @@ class SuggestionService:
         except asyncio.CancelledError:
             self.counters.cancelled += 1
             raise
+        except Exception:  # a runtime or prompt failure costs this suggestion, not the server
+            log.exception("completion failed for %s", request.uri)
+            self.counters.errors += 1
+            return []
         finally:
             self._running -= 1
             self._on_busy(self._running > 0)

@@ -1,0 +1,111 @@
+"""CompletionPipeline and the complete/eval subcommands, with a scripted model; plus the
+real-model tier (QWEN_LSP_TEST_GGUF)."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+from context_fakes import FakeModel, ensure_generation_config
+
+from qwen_lsp import cli_context
+from qwen_lsp.context.workspace_index import WorkspaceIndex
+from qwen_lsp.pipeline import CompletionPipeline, PipelineConfig
+from qwen_lsp.prompt import Budgets
+
+UTIL = 'def slugify(title: str, sep: str = "-") -> str:\n    """Lower-case words joined by sep."""\n    return sep.join(title.lower().split())\n'
+MAIN = "from blog.util import slugify\n\n\ndef post_url(post):\n    slug = slugify()\n"
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    root = tmp_path / "blog"
+    (root / "blog").mkdir(parents=True)
+    (root / "blog/__init__.py").write_text("")
+    (root / "blog/util.py").write_text(UTIL)
+    (root / "blog/main.py").write_text(MAIN)
+    return root
+
+
+def test_pipeline_stages_and_timings(workspace, monkeypatch):
+    ensure_generation_config(monkeypatch)
+    index = WorkspaceIndex(workspace)
+    index.index_all()
+    model = FakeModel("post.title)\n    return slug<|endoftext|>")
+    pipeline = CompletionPipeline(model, index, PipelineConfig(budgets=Budgets()))
+    suggestion = pipeline.complete(str(workspace / "blog/main.py"), MAIN, 4, len("    slug = slugify("))
+    assert suggestion.text == "post.title"  # one line; the ")" is already there
+    assert not suggestion.multiline
+    assert set(suggestion.timings) == {"window_ms", "context_ms", "prompt_ms", "model_ms", "post_ms", "total_ms"}
+    assert "<|file_sep|>blog/util.py\ndef slugify" in suggestion.prompt.text
+    assert suggestion.prompt.text.startswith("<|repo_name|>blog\n")
+    # a keystroke on the same line reuses the retrieved context
+    again = pipeline.complete(str(workspace / "blog/main.py"), MAIN.replace("slugify()", "slugify(p)"),
+                              4, len("    slug = slugify(p"))
+    assert again.prompt.ids[:suggestion.prompt.context_end] == \
+        suggestion.prompt.ids[:suggestion.prompt.context_end]
+
+
+def test_pipeline_survives_bad_positions_and_unknown_languages(workspace, monkeypatch):
+    ensure_generation_config(monkeypatch)
+    index = WorkspaceIndex(workspace)
+    index.index_all()
+    pipeline = CompletionPipeline(FakeModel("x"), index)
+    assert pipeline.complete(str(workspace / "notes.weird"), "abc\ndef", 99, 99).text == "x"
+    assert pipeline.complete(str(workspace / "blog/main.py"), "", -3, -1).text == "x"
+
+
+def test_complete_command(workspace, monkeypatch, capsys):
+    import inference
+
+    ensure_generation_config(monkeypatch)
+    monkeypatch.setattr(inference, "load_model", lambda name: FakeModel("post.title)\n"),
+                        raising=False)
+    parser = argparse.ArgumentParser()
+    cli_context.add_complete_command(parser.add_subparsers())
+    args = parser.parse_args(["complete", f"{workspace}/blog/main.py:5:20", "--workspace",
+                              str(workspace), "--json", "--show-prompt"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["suggestion"] == "post.title" and "<|fim_middle|>" in out["prompt"]
+    args = parser.parse_args(["complete", "nope.py:x:1"])
+    assert args.func(args) == 2
+
+
+def test_eval_command(workspace, monkeypatch, capsys, tmp_path):
+    import inference
+
+    ensure_generation_config(monkeypatch)
+    monkeypatch.setattr(inference, "load_model", lambda name: FakeModel("post.title"),
+                        raising=False)
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps({"id": "a", "kind": "call_args", "workspace": str(workspace),
+                                 "file": "blog/main.py", "line": 4, "col": 19,
+                                 "middle": ""}) + "\n")
+    parser = argparse.ArgumentParser()
+    cli_context.add_eval_command(parser.add_subparsers())
+    args = parser.parse_args(["eval", str(cases), "--strategy", "none,repo", "--json"])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary) == {"none", "repo"} and summary["repo"]["all"]["n"] == 1
+    args = parser.parse_args(["eval", str(cases), "--strategy", "bogus"])
+    assert args.func(args) == 2
+
+
+@pytest.mark.real_model
+def test_real_model_completes_with_repo_context(workspace):
+    gguf = os.environ.get("QWEN_LSP_TEST_GGUF")
+    if not gguf:
+        pytest.skip("QWEN_LSP_TEST_GGUF is not set")
+    from inference import load_model
+
+    index = WorkspaceIndex(workspace)
+    index.index_all()
+    pipeline = CompletionPipeline(load_model(gguf), index,
+                                  PipelineConfig(max_new_tokens=24))
+    text = Path(workspace / "blog/main.py").read_text()
+    suggestion = pipeline.complete(str(workspace / "blog/main.py"), text, 4, len("    slug = slugify("))
+    assert "<|" not in suggestion.text and "\n" not in suggestion.text
+    assert suggestion.text.strip()
+    assert suggestion.timings["context_ms"] < 1000

@@ -1,0 +1,144 @@
+"""Context retrieval: resolution of names at the cursor, ranking, budget and dedup."""
+
+from qwen_lsp.context.recent import RecentRegions
+from qwen_lsp.context.retrieval import ContextRetriever, sibling_paths
+from qwen_lsp.context.workspace_index import WorkspaceIndex
+
+MODELS = '''class Account:
+    """A bank account with a balance."""
+
+    def __init__(self, owner: str, balance: int = 0):
+        self.owner = owner
+        self.balance = balance
+
+    def deposit(self, amount: int) -> int:
+        """Add money and return the new balance."""
+        self.balance += amount
+        return self.balance
+
+    def withdraw(self, amount: int) -> int:
+        if amount > self.balance:
+            raise ValueError("insufficient funds")
+        self.balance -= amount
+        return self.balance
+''' + "\n".join(f"    def extra_{i}(self):\n        return {i}\n" for i in range(10))
+
+FEES = '''def monthly_fee(balance: int) -> int:
+    """The fee charged on a balance."""
+    return 0 if balance > 1000 else 5
+'''
+
+SERVICE = '''from bank.models import Account
+from bank import fees
+
+
+def open_account(owner):
+    account = Account(owner)
+    fee = fees.monthly_fee(account.balance)
+    account.'''
+
+
+def count(text: str) -> int:
+    return len(text.split()) + text.count("\n")
+
+
+def make(tmp_path):
+    root = tmp_path / "bankrepo"
+    (root / "bank").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "bank/__init__.py").write_text("")
+    (root / "bank/models.py").write_text(MODELS)
+    (root / "bank/fees.py").write_text(FEES)
+    (root / "bank/service.py").write_text(SERVICE)
+    (root / "tests/test_service.py").write_text("def test_open_account():\n    assert open_account('a')\n")
+    (root / "bank/unrelated.py").write_text("def render_html(page):\n    return page.body\n" * 3)
+    index = WorkspaceIndex(root)
+    index.index_all()
+    return index
+
+
+def retrieve(index, budget=400, recent=None, window=(0, 8)):
+    retriever = ContextRetriever(index, count, recent)
+    lines = SERVICE.split("\n")
+    return retriever.retrieve("bank/service.py", SERVICE, len(lines) - 1, len(lines[-1]),
+                              window, budget)
+
+
+def test_imported_names_resolve_to_their_definitions(tmp_path):
+    result = retrieve(make(tmp_path))
+    by_path = {(s.path, s.source): s for s in result.snippets}
+    account = by_path[("bank/models.py", "import")]
+    assert account.text.startswith("class Account:")
+    assert '"""A bank account with a balance."""' in account.text
+    assert "def deposit(self, amount: int) -> int:" in account.text  # outline of members
+    assert "self.balance -= amount" not in account.text  # long bodies are not inlined
+    fee = by_path[("bank/fees.py", "import")]
+    assert fee.text == FEES.rstrip("\n")  # short definitions come whole
+    assert result.snippets[0].source == "import"
+
+
+def test_budget_is_respected_and_counted(tmp_path):
+    index = make(tmp_path)
+    for budget in (30, 120, 400):
+        result = retrieve(index, budget)
+        assert sum(s.tokens for s in result.snippets) <= budget
+    assert not retrieve(index, 0).snippets
+
+
+def test_sibling_recent_and_similar_sources(tmp_path):
+    index = make(tmp_path)
+    recent = RecentRegions()
+    recent.touch("bank/unrelated.py", 1, edited=True)
+    recent.touch("bank/service.py", 3, edited=True)  # the current file never comes back
+    sources = {(s.source, s.path) for s in retrieve(index, 2000, recent).snippets}
+    assert ("sibling", "tests/test_service.py") in sources
+    assert ("recent", "bank/unrelated.py") in sources
+    assert not any(path == "bank/service.py" for _, path in sources)
+
+
+def test_snippets_in_the_window_are_not_repeated(tmp_path):
+    index = make(tmp_path)
+    retriever = ContextRetriever(index, count)
+    text = FEES + "\n" + SERVICE.replace("from bank import fees\n", "from bank.fees import monthly_fee\n")
+    lines = text.split("\n")
+    result = retriever.retrieve("bank/service.py", text, len(lines) - 1, 0, (0, len(lines)), 2000)
+    assert not any(s.path == "bank/fees.py" and s.source == "import" for s in result.snippets)
+
+
+def test_head_carries_imports_and_enclosing_headers_beyond_the_window(tmp_path):
+    index = make(tmp_path)
+    lines = SERVICE.split("\n")
+    result = retrieve(index, 400, window=(5, 8))
+    head = "\n".join(s.text for s in result.head)
+    assert "from bank.models import Account" in head
+    assert "def open_account(owner):" in head
+    assert len(lines) == 8
+
+
+def test_positions_past_the_end_are_clamped(tmp_path):
+    retriever = ContextRetriever(make(tmp_path), count)
+    result = retriever.retrieve("bank/service.py", SERVICE, 999, 999, (0, 8), 100)
+    assert result.tokens <= 100 + 100
+
+
+def test_sibling_paths():
+    assert "pkg/tests/test_mod.py" in sibling_paths("pkg/mod.py")
+    assert "pkg/mod.py" in sibling_paths("pkg/test_mod.py")
+    assert "src/util.ts" in sibling_paths("src/util.test.ts")
+    assert "src/main/Foo.java" in sibling_paths("src/main/FooTest.java")
+
+
+def test_recent_regions_merge_and_order():
+    recent = RecentRegions(max_regions=3, radius=8)
+    recent.touch("a.py", 10, edited=False)
+    recent.touch("a.py", 12, edited=True)  # same bucket: merged, now an edit
+    recent.touch("b.py", 100, edited=False)
+    regions = recent.regions()
+    assert [r.path for r in regions] == ["b.py", "a.py"]
+    assert regions[1].edited and regions[1].start_line <= 10 < regions[1].end_line
+    for i in range(5):
+        recent.touch("c.py", i * 100, edited=False)
+    assert len(recent.regions()) == 3
+    assert all(r.path != "c.py" for r in recent.regions(exclude_path="c.py"))
+    recent.forget_file("c.py")
+    assert recent.regions() == []
