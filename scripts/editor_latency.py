@@ -1,10 +1,10 @@
 """Keystroke-to-ghost-text latency as each real editor sees it, on the real 0.5B model.
 
 Each editor opens the same file, then a line is typed key by key; after each key the time
-until ghost text is on screen (extmarks in Neovim, the overlay in Emacs) is taken, waiting
-for it before the next key. Prints p50/p90 per editor. Usage (after scripts/setup-editors):
+until ghost text is on screen (extmarks in Neovim, the overlay in Emacs, .ghost-text-decoration
+in VS Code) is taken, waiting for it before the next key. Prints p50/p90 per editor. Usage (after scripts/setup-editors):
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/editor_latency.py [--editors nvim-0.12,nvim-0.7,emacs]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/editor_latency.py [--editors nvim-0.12,nvim-0.7,emacs,vscode]
 """
 
 from __future__ import annotations
@@ -61,6 +61,18 @@ def emacs_latencies(model: str, tmp: Path, timeout: float) -> list[float | None]
     return [e["seconds"] for e in run_batch("emacs", args, events, root, timeout=3600) if e["event"] == "key"]
 
 
+def vscode_latencies(model: str, tmp: Path, timeout: float) -> list[float | None]:
+    from vscode_driver import CodeServer, package_extension, settings_for
+
+    root = workspace(tmp)
+    (root / "main.py").write_text(FILE.rstrip("\n"))
+    package_extension()
+    with CodeServer(tmp, settings_for(server_command(model, tmp / "server.log"), SETTINGS), root) as code:
+        result = code.latencies("main.py", LINE, timeout)
+    assert "error" not in result, result
+    return [None if ms is None else ms / 1000 for ms in result["latencies"]]
+
+
 def report(name: str, latencies: list[float | None]) -> None:
     seen = sorted(x for x in latencies if x is not None)
     if not seen:
@@ -73,7 +85,7 @@ def report(name: str, latencies: list[float | None]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--editors", default="nvim-0.12,nvim-0.7,emacs")
+    parser.add_argument("--editors", default="nvim-0.12,nvim-0.7,emacs,vscode")
     parser.add_argument("--model", default=str(Path.home() / ".cache/qwen-lsp/models/qwen2.5-coder-0.5b/"
                                                "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ghost text per key")
@@ -82,6 +94,7 @@ def main() -> None:
         "nvim-0.12": lambda tmp: nvim_latencies(str(Path(sys.executable).parent / "nvim"), args.model, tmp, args.timeout),
         "nvim-0.7": lambda tmp: nvim_latencies("/usr/bin/nvim", args.model, tmp, args.timeout),
         "emacs": lambda tmp: emacs_latencies(args.model, tmp, args.timeout),
+        "vscode": lambda tmp: vscode_latencies(args.model, tmp, args.timeout),
     }
     for name in args.editors.split(","):
         tmp = Path(tempfile.mkdtemp(prefix=f"latency-{name}-"))

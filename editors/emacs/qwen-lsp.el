@@ -69,7 +69,7 @@ Sent as initializationOptions."
 
 (defun qwen-lsp-eglot-contact (&optional _interactive)
   "The eglot contact: command and initializationOptions."
-  (append qwen-lsp-command (list :initializationOptions (or qwen-lsp-settings '(:maxTokens 64)))))
+  (append qwen-lsp-command (and qwen-lsp-settings (list :initializationOptions qwen-lsp-settings))))
 
 ;;;###autoload
 (defun qwen-lsp-eglot-setup (&optional modes)

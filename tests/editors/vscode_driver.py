@@ -70,14 +70,23 @@ class CodeServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/?folder={self.folder}"
 
-    def type_and_accept(self, file: str, text: str, screenshot: Path, timeout_s: float) -> dict:
-        """Run e2e/ghost.mjs; its JSON result (``ghost`` lines, or ``error``)."""
-        proc = subprocess.run(["node", "e2e/ghost.mjs", self.url, file, text, str(screenshot),
-                               str(int(timeout_s * 1000))], cwd=VSCODE, capture_output=True, text=True,
-                              timeout=timeout_s + 120)
+    def node(self, script: str, *args: str, timeout_s: float) -> dict:
+        """Run an e2e script with the workbench URL; its last JSON line."""
+        proc = subprocess.run(["node", f"e2e/{script}", self.url, *args], cwd=VSCODE, capture_output=True,
+                              text=True, timeout=timeout_s)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        assert lines, f"ghost.mjs printed nothing:\n{proc.stderr[-3000:]}"
+        assert lines, f"{script} printed nothing:\n{proc.stderr[-3000:]}"
         return json.loads(lines[-1])
+
+    def type_and_accept(self, file: str, text: str, screenshot: Path, timeout_s: float) -> dict:
+        """Type ``text`` at the end of ``file``, take ``screenshot``, Tab, save: ``ghost`` lines or ``error``."""
+        return self.node("ghost.mjs", file, text, str(screenshot), str(int(timeout_s * 1000)),
+                         timeout_s=timeout_s + 120)
+
+    def latencies(self, file: str, line: str, timeout_s: float) -> dict:
+        """Type ``line`` key by key: ``latencies`` (ms to ghost text per key, None when none) or ``error``."""
+        return self.node("latency.mjs", file, line, str(int(timeout_s * 1000)),
+                         timeout_s=timeout_s * (len(line) + 2) + 120)
 
 
 def settings_for(server_cmd: list[str], server_settings: dict) -> dict:

@@ -9,9 +9,13 @@ import { statusView, type Status } from "./statusText";
 const SECTION = "qwenLsp";
 let client: LanguageClient | undefined;
 
+/** The server settings the user set (so the server's own defaults and command line apply otherwise). */
 function settings() {
   const config = vscode.workspace.getConfiguration(SECTION);
-  return serverSettings((key) => config.get(key));
+  return serverSettings((key) => {
+    const value = config.inspect(key);
+    return value?.workspaceFolderValue ?? value?.workspaceValue ?? value?.globalValue;
+  });
 }
 
 function enabled(): boolean {

@@ -6,7 +6,7 @@ export const SERVER_KEYS = ["model", "contextBudget", "maxTokens", "timeBudgetMs
 
 export type ServerSettings = Partial<Record<(typeof SERVER_KEYS)[number], unknown>>;
 
-/** Only the server's keys of `get` (a WorkspaceConfiguration's get), skipping unset ones. */
+/** Only the server's keys of `get` (the values the user set), skipping unset ones. */
 export function serverSettings(get: (key: string) => unknown): ServerSettings {
   const settings: ServerSettings = {};
   for (const key of SERVER_KEYS) {

@@ -1,0 +1,26 @@
+// Opens FILE in code-server and types LINE key by key; after each key, the milliseconds until
+// ghost text is on screen (null after TIMEOUT_MS). Prints one JSON line: {latencies} or {error}.
+// Usage: node e2e/latency.mjs URL FILE LINE TIMEOUT_MS
+import { launch, openAtEnd } from "./workbench.mjs";
+
+const [url, file, line, timeoutArg] = process.argv.slice(2);
+const timeout = Number(timeoutArg);
+const browser = await launch();
+const page = await browser.newPage();
+try {
+  await openAtEnd(page, url, file, timeout);
+  const latencies = [];
+  for (const ch of line) {
+    const start = performance.now();
+    await page.keyboard.type(ch);
+    const shown = await page.waitForSelector(".ghost-text-decoration, .ghost-text", { visible: true, timeout })
+      .then(() => true, () => false);
+    latencies.push(shown ? performance.now() - start : null);
+  }
+  console.log(JSON.stringify({ latencies }));
+} catch (error) {
+  console.log(JSON.stringify({ error: String(error) }));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
