@@ -56,6 +56,7 @@ def emacs_latencies(model: str, tmp: Path, timeout: float) -> list[float | None]
     from emacs_driver import emacs_args, run_batch
 
     root = workspace(tmp)
+    (root / "rect.py").write_text(FILE.rstrip("\n"))  # Emacs types at the end of the buffer
     args, events = emacs_args(tmp, server_command(model, tmp / "server.log"), SETTINGS, root / "rect.py", "",
                               ["latency"], timeout=timeout, latency_line=LINE)
     return [e["seconds"] for e in run_batch("emacs", args, events, root, timeout=3600) if e["event"] == "key"]

@@ -59,7 +59,6 @@
 
 (find-file qwen-test-file)
 (goto-char (point-max))
-(skip-chars-backward "\n")
 (qwen-lsp-eglot-setup '(python-mode))
 (apply #'eglot (eglot--guess-contact))
 (qwen-test-wait "the model" (lambda () (member qwen-lsp-status '("ready" "error"))) qwen-test-timeout)

@@ -51,7 +51,7 @@ def test_ghost_text_keys_on_tiny_model(workspace, tiny_model, tmp_path):
 def test_real_model_completion_in_emacs(workspace, real_gguf, tmp_path, screenshot_dir):
     emacs = require("emacs")
     require("tmux")
-    (workspace / "rect.py").write_text("def rectangle_area(width, height):\n    \n")
+    (workspace / "rect.py").write_text("def rectangle_area(width, height):\n    ")
     args, events_file = emacs_args(tmp_path, server_command(real_gguf, tmp_path / "server.log"),
                                    {"maxTokens": 12, "timeBudgetMs": 60000}, workspace / "rect.py", "return ",
                                    ["pause", "accept"], timeout=300)
