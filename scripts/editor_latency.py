@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests" / "editors")]
 
-from conftest import WORKSPACE_FILES, server_command  # noqa: E402
+from editor_common import WORKSPACE_FILES, server_command  # noqa: E402
 
 FILE = "def rectangle_area(width, height):\n    \n"
 LINE = "return width * height"

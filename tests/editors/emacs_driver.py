@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import EDITORS, editor_env
+from editor_common import EDITORS, editor_env
 from tmux_terminal import TmuxTerminal
 
 SCRIPT = Path(__file__).with_name("qwen-lsp-test.el")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pynvim
 
-from conftest import EDITORS, editor_env
+from editor_common import EDITORS, editor_env
 from tmux_terminal import TmuxTerminal
 
 GHOST_LUA = """
@@ -95,7 +95,7 @@ class Neovim:
         return self.lua("return require('qwen_lsp.status').state")
 
     def wait_ready(self, timeout: float = 180) -> None:
-        state = self.wait_for("the server to load its model", lambda: self.status() in ("ready", "error"), timeout)
+        self.wait_for("the server to load its model", lambda: self.status() in ("ready", "error"), timeout)
         assert self.status() == "ready", self.lua("return require('qwen_lsp.status').message")
 
     def ghost(self) -> str:

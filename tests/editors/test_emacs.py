@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import require, server_command
+from editor_common import require, server_command
 from emacs_driver import emacs_args, run_batch, run_in_tmux
 
 

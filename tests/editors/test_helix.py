@@ -10,7 +10,7 @@ import tomllib
 import pytest
 from lsprotocol import types
 
-from conftest import EDITORS
+from editor_common import EDITORS
 from qwen_lsp.cli import build_parser
 from qwen_lsp.server.settings import KNOWN_KEYS
 from server_harness import lsp_session, open_doc

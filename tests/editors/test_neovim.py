@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require, server_command
+from editor_common import require, server_command
 from nvim_driver import Neovim, write_init
 
 NVIMS = {"nvim-0.7": "/usr/bin/nvim", "nvim-0.12": str(Path(sys.executable).parent / "nvim")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import require, server_command
+from editor_common import require, server_command
 from vscode_driver import CODE_SERVER, VSCODE, CodeServer, package_extension, settings_for
 
 

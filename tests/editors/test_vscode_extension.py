@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import require
+from editor_common import require
 from vscode_driver import VSCODE
 
 

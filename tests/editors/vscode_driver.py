@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import EDITORS, editor_env
+from editor_common import EDITORS, editor_env
 
 VSCODE = EDITORS / "vscode"
 CODE_SERVER = VSCODE / ".code-server" / "node_modules" / ".bin" / "code-server"
