@@ -2,7 +2,8 @@
 
 Each editor opens the same file, then a line is typed key by key; after each key the time
 until ghost text is on screen (extmarks in Neovim, the overlay in Emacs, .ghost-text-decoration
-in VS Code) is taken, waiting for it before the next key. Prints p50/p90 per editor. Usage (after scripts/setup-editors):
+in VS Code) is taken, waiting for it before the next key. Prints p50/p90 per editor, over all keys and over the keys whose
+ghost text had to come from the server (not kept on screen while typing through it). Usage (after scripts/setup-editors):
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/editor_latency.py [--editors nvim-0.12,nvim-0.7,emacs,vscode]
 """
@@ -34,35 +35,42 @@ def workspace(tmp: Path) -> Path:
     return root
 
 
-def nvim_latencies(binary: str, model: str, tmp: Path, timeout: float) -> list[float | None]:
+Latency = tuple[float | None, bool]  # seconds to ghost text (None: none came), shown at once (typed through)
+
+
+def nvim_latencies(binary: str, model: str, tmp: Path, timeout: float) -> list[Latency]:
     from nvim_driver import Neovim, write_init
 
     root = workspace(tmp)
     init = write_init(tmp / "init.lua", server_command(model, tmp / "server.log"), SETTINGS)
-    found: list[float | None] = []
+    found: list[Latency] = []
     with Neovim(binary, init, root / "rect.py", root) as nv:
         nv.wait_ready(timeout=600)
         nv.api.input("2GA")
-        for ch in LINE:
+        for i, ch in enumerate(LINE):
             start = time.monotonic()
             nv.api.input(ch)
+            while nv.lines()[1] != "    " + LINE[: i + 1]:  # the key is in the buffer
+                time.sleep(0.002)
+            kept = bool(nv.ghost())
             while not nv.ghost() and time.monotonic() - start < timeout:
                 time.sleep(0.005)
-            found.append(time.monotonic() - start if nv.ghost() else None)
+            found.append((time.monotonic() - start if nv.ghost() else None, kept))
     return found
 
 
-def emacs_latencies(model: str, tmp: Path, timeout: float) -> list[float | None]:
+def emacs_latencies(model: str, tmp: Path, timeout: float) -> list[Latency]:
     from emacs_driver import emacs_args, run_batch
 
     root = workspace(tmp)
     (root / "rect.py").write_text(FILE.rstrip("\n"))  # Emacs types at the end of the buffer
     args, events = emacs_args(tmp, server_command(model, tmp / "server.log"), SETTINGS, root / "rect.py", "",
-                              ["latency"], timeout=timeout, latency_line=LINE)
-    return [e["seconds"] for e in run_batch("emacs", args, events, root, timeout=3600) if e["event"] == "key"]
+                              ["latency"], timeout=max(timeout, 600), latency_line=LINE)
+    return [(e["seconds"], e["kept"]) for e in run_batch("emacs", args, events, root, timeout=3600)
+            if e["event"] == "key"]
 
 
-def vscode_latencies(model: str, tmp: Path, timeout: float) -> list[float | None]:
+def vscode_latencies(model: str, tmp: Path, timeout: float) -> list[Latency]:
     from vscode_driver import CodeServer, package_extension, settings_for
 
     root = workspace(tmp)
@@ -71,17 +79,24 @@ def vscode_latencies(model: str, tmp: Path, timeout: float) -> list[float | None
     with CodeServer(tmp, settings_for(server_command(model, tmp / "server.log"), SETTINGS), root) as code:
         result = code.latencies("main.py", LINE, timeout)
     assert "error" not in result, result
-    return [None if ms is None else ms / 1000 for ms in result["latencies"]]
+    return [(None if ms is None else ms / 1000, kept) for ms, kept in result["latencies"]]
 
 
-def report(name: str, latencies: list[float | None]) -> None:
-    seen = sorted(x for x in latencies if x is not None)
-    if not seen:
-        print(f"{name}: no ghost text in {len(latencies)} keys")
-        return
-    p90 = seen[min(len(seen) - 1, int(0.9 * len(seen)))]
-    print(f"{name}: p50 {statistics.median(seen) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, "
-          f"ghost text after {len(seen)}/{len(latencies)} keys")
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "none"
+    values = sorted(values)
+    p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
+    return f"p50 {statistics.median(values) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms (n={len(values)})"
+
+
+def report(name: str, latencies: list[Latency]) -> None:
+    """All keys as the user sees them, and the keys whose ghost text had to come from the server."""
+    seen = [s for s, _ in latencies if s is not None]
+    fetched = [s for s, kept in latencies if s is not None and not kept]
+    print(f"{name}: all keys {percentiles(seen)}; fetched {percentiles(fetched)}; "
+          f"kept while typing through {sum(kept for _, kept in latencies)}, no ghost text "
+          f"{sum(s is None for s, _ in latencies)} of {len(latencies)} keys")
 
 
 def main() -> None:

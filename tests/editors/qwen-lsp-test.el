@@ -18,14 +18,16 @@
 (defvar qwen-test-latency-line "")
 
 (defun qwen-test-latency ()
-  "Type `qwen-test-latency-line'; one `key' event per key with the seconds until ghost text."
+  "Type `qwen-test-latency-line'; per key, the seconds until ghost text and whether it stayed."
   (dolist (ch (string-to-list qwen-test-latency-line))
     (let ((start (float-time)))
       (qwen-test-command 'self-insert-command ch)
-      (let ((deadline (+ start qwen-test-timeout)))
+      (let ((deadline (+ start qwen-test-timeout))
+            (kept qwen-lsp--visible))
         (while (and (not qwen-lsp--visible) (< (float-time) deadline))
-          (accept-process-output nil 0.005)))
-      (qwen-test-event "key" :char (string ch) :seconds (and qwen-lsp--visible (- (float-time) start))))))
+          (accept-process-output nil 0.005))
+        (qwen-test-event "key" :char (string ch) :kept (if kept t :json-false)
+                         :seconds (and qwen-lsp--visible (- (float-time) start)))))))
 
 (defun qwen-test-event (name &rest plist)
   (with-temp-buffer

@@ -1,5 +1,6 @@
-// Opens FILE in code-server and types LINE key by key; after each key, the milliseconds until
-// ghost text is on screen (null after TIMEOUT_MS). Prints one JSON line: {latencies} or {error}.
+// Opens FILE in code-server and types LINE key by key; after each key, [milliseconds until ghost
+// text is on screen (null after TIMEOUT_MS), whether it was there at once]. Prints one JSON line:
+// {latencies} or {error}.
 // Usage: node e2e/latency.mjs URL FILE LINE TIMEOUT_MS
 import { launch, openAtEnd } from "./workbench.mjs";
 
@@ -13,9 +14,10 @@ try {
   for (const ch of line) {
     const start = performance.now();
     await page.keyboard.type(ch);
+    const kept = await page.$(".ghost-text-decoration, .ghost-text") !== null;
     const shown = await page.waitForSelector(".ghost-text-decoration, .ghost-text", { visible: true, timeout })
       .then(() => true, () => false);
-    latencies.push(shown ? performance.now() - start : null);
+    latencies.push([shown ? performance.now() - start : null, kept]);
   }
   console.log(JSON.stringify({ latencies }));
 } catch (error) {
