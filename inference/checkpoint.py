@@ -18,13 +18,15 @@ class CheckpointTensor:
 
     `shape` is the logical shape in PyTorch order (out_features, in_features); `qtype` is the GGML
     quantization type for block-quantized data and None for dense data. `data` may be a memory map:
-    never write into it.
+    never write into it. `file_mapped` marks data that views a private read-only file mapping, whose
+    pages a kernel may release once it holds its own copy.
     """
 
     name: str
     shape: tuple[int, ...]
     data: torch.Tensor
     qtype: object | None = None
+    file_mapped: bool = False
 
     @property
     def is_quantized(self) -> bool:

@@ -55,7 +55,7 @@ class GGUFCheckpoint:
     def expert_tensors(self, layer: int, projection: str) -> list[CheckpointTensor]:
         stacked = self.tensor(f"blk.{layer}.ffn_{projection}_exps.weight")
         return [
-            CheckpointTensor(f"{stacked.name}[{e}]", stacked.shape[1:], stacked.data[e], stacked.qtype)
+            CheckpointTensor(f"{stacked.name}[{e}]", stacked.shape[1:], stacked.data[e], stacked.qtype, True)
             for e in range(stacked.shape[0])
         ]
 
@@ -74,7 +74,7 @@ class GGUFCheckpoint:
             raise UnsupportedModelError(
                 self.path, f"tensor {tensor.name!r} uses quant type {qtype.name}, not supported (supported: {supported})"
             )
-        return CheckpointTensor(tensor.name, shape, data, qtype)
+        return CheckpointTensor(tensor.name, shape, data, qtype, file_mapped=True)
 
     def load_tokenizer(self):
         from .tokenizer import Tokenizer

@@ -100,8 +100,21 @@ def _block_quant(tensor: CheckpointTensor, compute_dtype: torch.dtype) -> Linear
     return BlockQuantLinear(tensor.data, tensor.qtype, out_features, in_features, compute_dtype)
 
 
+def _fastest_quant(tensor: CheckpointTensor, compute_dtype: torch.dtype) -> LinearKernel | None:
+    if not tensor.is_quantized or compute_dtype != torch.float32:
+        return None
+    from .kernels.selection import choose_kernel
+
+    return choose_kernel(tensor)
+
+
 # Tried in order; the first factory that returns a kernel wins.
-KERNELS: list[KernelFactory] = [_dense, _block_quant]
+KERNELS: list[KernelFactory] = [_dense, _fastest_quant, _block_quant]
+
+
+def make_embedding(tensor: CheckpointTensor, compute_dtype: torch.dtype) -> LinearKernel:
+    """A table only looked up by rows: kept as stored, rows decoded on demand."""
+    return _dense(tensor, compute_dtype) or _block_quant(tensor, compute_dtype)
 
 
 def make_linear(tensor: CheckpointTensor, compute_dtype: torch.dtype) -> LinearKernel:

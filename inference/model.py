@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from .checkpoint import Checkpoint
 from .config import ModelConfig
+from .kernels.expert_stack import ExpertStack
 from .kv_cache import KVCache
-from .linear import LinearKernel, make_linear
+from .linear import LinearKernel, make_embedding, make_linear
 from .rope import RotaryEmbedding
 
 
@@ -82,11 +83,13 @@ class MixtureOfExperts:
     """Qwen3-MoE routing: fp32 softmax over experts, top-k, optional renormalisation.
 
     Only the selected experts' weights are read. Several tokens are grouped by expert, so each
-    expert's weights are read once per pass.
+    expert's weights are read once per pass. With an `ExpertStack` (dense experts) a decode step
+    takes two matmuls per selected expert.
     """
 
-    def __init__(self, router: LinearKernel, experts: list[GatedMLP], top_k: int, norm_topk_prob: bool):
-        self.router, self.experts = router, experts
+    def __init__(self, router: LinearKernel, experts: list[GatedMLP], top_k: int, norm_topk_prob: bool,
+                 stack: ExpertStack | None = None):
+        self.router, self.experts, self.stack = router, experts, stack
         self.top_k, self.norm_topk_prob = top_k, norm_topk_prob
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,6 +98,8 @@ class MixtureOfExperts:
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         weights = weights.to(x.dtype)
+        if x.shape[0] == 1 and self.stack is not None:
+            return self.stack.decode(x, chosen[0].tolist(), weights[0].tolist())
         if x.shape[0] == 1:
             out = torch.zeros_like(x)
             for weight, expert in zip(weights[0], chosen[0].tolist()):
@@ -168,6 +173,22 @@ class QwenModel:
         return sum(k.nbytes for k in {id(k): k for k in kernels}.values())
 
 
+    @property
+    def decode_weight_bytes(self) -> int:
+        """Weight bytes one decoded token reads: every matrix except the embedding table (one row of it,
+        unless tied to the output), and of each MoE layer only the router and `top_k` experts."""
+        total = self.lm_head.nbytes
+        for layer in self.layers:
+            a, ffn = layer.attention, layer.ffn
+            total += sum(k.nbytes for k in (a.q_proj, a.k_proj, a.v_proj, a.o_proj))
+            if isinstance(ffn, MixtureOfExperts):
+                expert_bytes = sum(m.gate.nbytes + m.up.nbytes + m.down.nbytes for m in ffn.experts)
+                total += ffn.router.nbytes + expert_bytes * ffn.top_k // len(ffn.experts)
+            else:
+                total += ffn.gate.nbytes + ffn.up.nbytes + ffn.down.nbytes
+        return total
+
+
 def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> QwenModel:
     """Assemble the model from a checkpoint's tensors (weights stay where the checkpoint keeps them)."""
     config = checkpoint.config
@@ -199,14 +220,22 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32) -> Q
                 name: [make_linear(t, dtype) for t in checkpoint.expert_tensors(i, name)]
                 for name in ("gate", "up", "down")
             }
-            experts = [GatedMLP(*parts) for parts in zip(projections["gate"], projections["up"], projections["down"])]
+            gates, ups, downs = (projections[name] for name in ("gate", "up", "down"))
+            stack = ExpertStack.from_kernels(gates, ups, downs)
+            if stack is not None:
+                experts = [GatedMLP(*stack.expert_kernels(e)) for e in range(config.num_experts)]
+            else:
+                experts = [GatedMLP(*parts) for parts in zip(gates, ups, downs)]
+            del projections, gates, ups, downs
             ffn = MixtureOfExperts(
-                linear(p + "ffn_gate_inp.weight"), experts, config.num_experts_per_token, config.norm_topk_prob
+                linear(p + "ffn_gate_inp.weight"), experts, config.num_experts_per_token, config.norm_topk_prob, stack
             )
         else:
             ffn = GatedMLP(linear(p + "ffn_gate.weight"), linear(p + "ffn_up.weight"), linear(p + "ffn_down.weight"))
         layers.append(DecoderLayer(norm(p + "attn_norm.weight"), attention, norm(p + "ffn_norm.weight"), ffn))
-    embed = linear("token_embd.weight")
     tied = config.tie_word_embeddings or not checkpoint.has("output.weight")
-    lm_head = embed if tied else linear("output.weight")
+    if tied:
+        embed = lm_head = linear("token_embd.weight")
+    else:
+        embed, lm_head = make_embedding(checkpoint.tensor("token_embd.weight"), dtype), linear("output.weight")
     return QwenModel(config, embed, layers, norm("output_norm.weight"), lm_head, dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_bench import add_bench_command
 from .cli_context import add_complete_command, add_eval_command
 from .cli_generate import add_generate_command
 from .cli_model import add_model_commands
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(subparsers)
     add_complete_command(subparsers)
     add_eval_command(subparsers)
+    add_bench_command(subparsers)
     return parser
 
 

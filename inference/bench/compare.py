@@ -1,94 +1,140 @@
-"""Side-by-side generation figures: this runtime, llama.cpp and transformers, same GGUF, same threads.
+"""`qwen-lsp bench`: this runtime, llama.cpp and transformers side by side on the same GGUF files.
 
-    python -m inference.bench.compare [--models default qwen2.5-coder-1.5b] [--threads 2]
-
-Each engine runs in its own process (peak RSS is per engine). Prints a table with ratios to
-llama.cpp and writes the raw numbers as JSON.
+For each model and engine (each in its own process, so peak RSS is its own): prefill tok/s on a
+code prompt, decode tok/s, time to first token of a FIM prompt, peak RSS; ratios ours/llama.cpp and
+ours/transformers; weight bytes read per decoded token against the measured memory bandwidth.
+Optionally the MoE decode check. Writes JSON and prints a table.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-DEFAULT_PROMPT = Path(__file__).resolve().parents[2] / "examples" / "bench_fim_prompt.txt"
-COLUMNS = ("ttft_ms", "prefill_tok_s", "decode_tok_s", "peak_rss_mb", "load_s")
+from .bandwidth import read_bandwidth_gbs
+from .prompts import code_prompt, fim_prompt
+from .weight_bytes import gguf_decode_bytes
 
-
-def run_engine(engine: str, model: Path, prompt_file: Path, new_tokens: int, threads: int) -> dict:
-    command = [sys.executable, "-m", "inference.bench.engine_runs", engine, str(model), str(prompt_file),
-               "--new-tokens", str(new_tokens), "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+ENGINES = ("qwen-lsp", "llama.cpp", "transformers")
+COLUMNS = (("prefill_tok_s", "prefill tok/s"), ("decode_tok_s", "decode tok/s"), ("ttft_ms", "FIM ttft ms"),
+           ("peak_rss_mb", "peak RSS MB"), ("load_s", "load s"), ("decode_mb_per_token", "MB/token"),
+           ("bandwidth_use", "BW use %"))
 
 
 def available_engines() -> list[str]:
-    engines = ["qwen-lsp"]
-    if importlib.util.find_spec("llama_cpp"):
-        engines.append("llama.cpp")
-    if importlib.util.find_spec("transformers"):
-        engines.append("transformers")
-    return engines
+    found = {"qwen-lsp": True, "llama.cpp": importlib.util.find_spec("llama_cpp") is not None,
+             "transformers": importlib.util.find_spec("transformers") is not None}
+    return [engine for engine in ENGINES if found[engine]]
 
 
-def format_table(results: dict[str, dict[str, dict]]) -> str:
-    lines = [f"{'model':<22}{'engine':<14}" + "".join(f"{c:>15}" for c in COLUMNS) + f"{'same tokens':>13}"]
-    for model, by_engine in results.items():
-        reference = by_engine.get("llama.cpp", {})
-        for engine, row in by_engine.items():
+def run_engine(engine: str, model: Path, code_file: Path, fim_file: Path, new_tokens: int, threads: int) -> dict:
+    command = [sys.executable, "-m", "inference.bench.engine_runs", engine, str(model), str(code_file),
+               str(fim_file), "--new-tokens", str(new_tokens), "--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, env=_engine_env())
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _engine_env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
+    return env
+
+
+def bench_model(path: Path, engines: list[str], threads: int, prompt_tokens: int, fim_tokens: int,
+                new_tokens: int, bandwidth_gbs: float) -> dict[str, dict]:
+    from inference.checkpoint import open_checkpoint
+
+    tokenizer = open_checkpoint(path).load_tokenizer()
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        code_file, fim_file = Path(scratch) / "code.txt", Path(scratch) / "fim.txt"
+        code_file.write_text(code_prompt(tokenizer, prompt_tokens), encoding="utf-8")
+        fim_file.write_text(fim_prompt(tokenizer, fim_tokens), encoding="utf-8")
+        for engine in engines:
+            row = run_engine(engine, path, code_file, fim_file, new_tokens, threads)
+            if "error" not in row:
+                if "decode_bytes_per_token" not in row:
+                    row["decode_bytes_per_token"] = gguf_decode_bytes(path, as_fp32=engine == "transformers")
+                row["decode_mb_per_token"] = row["decode_bytes_per_token"] / 1e6
+                achieved = row["decode_bytes_per_token"] * row["decode_tok_s"] / 1e9
+                row["bandwidth_use"] = 100 * achieved / bandwidth_gbs
+            rows[engine] = row
+            print(f"bench: {path.name} {engine} done", file=sys.stderr)
+    return rows
+
+
+def ratios(ours: dict, other: dict) -> dict[str, float]:
+    """>1 means we are better: throughput ours/other, ttft other/ours; RSS is ours/other (<1: we use less)."""
+    return {
+        "prefill_tok_s": ours["prefill_tok_s"] / other["prefill_tok_s"],
+        "decode_tok_s": ours["decode_tok_s"] / other["decode_tok_s"],
+        "ttft_ms": other["ttft_ms"] / ours["ttft_ms"],
+        "peak_rss_mb": ours["peak_rss_mb"] / other["peak_rss_mb"],
+    }
+
+
+def format_table(report: dict) -> str:
+    header = f"{'model':<22}{'engine':<16}" + "".join(f"{title:>14}" for _, title in COLUMNS) + f"{'same tokens':>13}"
+    lines = [header]
+    for model, rows in report["models"].items():
+        reference = rows.get("llama.cpp", {})
+        for engine, row in rows.items():
             if "error" in row:
-                lines.append(f"{model:<22}{engine:<14}  error: {row['error']}")
+                lines.append(f"{model:<22}{engine:<16}  error: {row['error']}")
                 continue
-            cells = "".join(f"{row.get(c) or 0:>15.1f}" for c in COLUMNS)
+            cells = "".join(f"{row.get(key, 0):>14.1f}" for key, _ in COLUMNS)
             same = ""
-            if reference.get("token_ids"):
+            if reference.get("token_ids") and engine != "llama.cpp":
                 a, b = row["token_ids"], reference["token_ids"]
                 same = f"{next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))}/{len(b)}"
-            lines.append(f"{model:<22}{engine:<14}{cells}{same:>13}")
-        if reference and "error" not in reference and "qwen-lsp" in by_engine and "error" not in by_engine["qwen-lsp"]:
-            ours = by_engine["qwen-lsp"]
-            lines.append(
-                f"{'':<22}{'ours/llama':<14}"
-                f"{reference['ttft_ms'] / ours['ttft_ms']:>14.2f}x"  # lower ttft is better: llama/ours
-                f"{ours['prefill_tok_s'] / reference['prefill_tok_s']:>14.2f}x"
-                f"{ours['decode_tok_s'] / reference['decode_tok_s']:>14.2f}x"
-                f"{ours['peak_rss_mb'] / reference['peak_rss_mb']:>14.2f}x"
-            )
+            lines.append(f"{model:<22}{engine:<16}{cells}{same:>13}")
+        for other, values in report["ratios"].get(model, {}).items():
+            cells = "".join(f"{values[key]:>13.2f}x" if key in values else f"{'':>14}" for key, _ in COLUMNS)
+            lines.append(f"{'':<22}{'ours/' + other:<16}{cells}")
+    lines.append("ratios: prefill and decode ours/other, ttft other/ours (>1x: we are faster), RSS ours/other")
+    lines.append(f"memory read bandwidth: {report['bandwidth_gbs']:.1f} GB/s on {report['threads']} threads; "
+                 "BW use = MB/token x decode tok/s / bandwidth")
+    if report.get("moe"):
+        moe = report["moe"]
+        lines.append(f"MoE decode: {moe['moe_ms_per_token']:.1f} ms/token vs dense same-active "
+                     f"{moe['dense_ms_per_token']:.1f} ms/token: {moe['ratio']:.2f}x ({moe['description']})")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_bench(models: list[str], engines: list[str] | None = None, threads: int = 2, prompt_tokens: int = 1500,
+              fim_tokens: int = 300, new_tokens: int = 128, moe: bool = True) -> dict:
+    """Every measurement of one bench run, as a JSON-ready dict."""
     from inference.model_store import resolve_model
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
-    parser.add_argument("--engines", nargs="+", default=None, help="default: every installed engine")
-    parser.add_argument("--prompt-file", type=Path, default=DEFAULT_PROMPT)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json-out", type=Path, default=Path("bench-results/compare.json"))
-    args = parser.parse_args(argv)
-    engines = args.engines or available_engines()
-    results: dict[str, dict[str, dict]] = {}
-    for name in args.models:
-        path = resolve_model(name)
-        results[name] = {}
-        for engine in engines:
-            results[name][engine] = run_engine(engine, path, args.prompt_file, args.new_tokens, args.threads)
-            print(f"{name} {engine}: done", file=sys.stderr)
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(results, indent=1))
-    print(f"threads={args.threads} prompt={args.prompt_file.name} new_tokens={args.new_tokens}")
-    print(format_table(results))
-    print("ours/llama: ttft and RSS as llama/ours and ours/llama (ttft >1x = we are faster; RSS <1x = we use less)")
-    return 0
+    engines = engines or available_engines()
+    bandwidth = read_bandwidth_gbs(threads)
+    report = dict(threads=threads, prompt_tokens=prompt_tokens, fim_tokens=fim_tokens, new_tokens=new_tokens,
+                  bandwidth_gbs=bandwidth, load_average=os.getloadavg(), models={}, ratios={})
+    for name in models:
+        rows = bench_model(resolve_model(name), engines, threads, prompt_tokens, fim_tokens, new_tokens, bandwidth)
+        report["models"][name] = rows
+        ours = rows.get("qwen-lsp", {})
+        report["ratios"][name] = {
+            other: ratios(ours, rows[other]) for other in ("llama.cpp", "transformers")
+            if other in rows and "error" not in rows[other] and ours and "error" not in ours
+        }
+    if moe:
+        from .moe_decode import moe_vs_dense
+
+        report["moe"] = moe_vs_dense(threads)
+    report["load_average_after"] = os.getloadavg()
+    return report
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def write_report(report: dict, json_out: Path) -> None:
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(report, indent=1))

@@ -1,0 +1,1 @@
+"""Fast weight kernels: repacked quantized and dequantized layouts, chosen per CPU by measurement."""

@@ -1,0 +1,126 @@
+"""Choosing a kernel per (quant type, shape) on this CPU by a one-time micro-measurement.
+
+The first weight of each (type, shape) is built with every applicable candidate; each is timed on
+a one-token call (decode) and a batch (prefill), and the one with the lowest cost for a typical
+completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins. Choices are cached per CPU
+and torch version in `<cache_dir>/kernel-choices.json`, so later loads skip the measurement.
+
+Only candidates that reproduce the file's values compete unless `QWEN_LSP_LOSSY_KERNELS=1` (per-row
+int8 re-rounding measured 84% greedy agreement on real code: too lossy by default);
+`QWEN_LSP_KERNEL=<name>` forces one candidate where it applies. A file-mapped weight's pages are
+released once its kernel holds its own copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import torch
+
+from ..checkpoint import CheckpointTensor
+from ..linear import LinearKernel
+from .candidates import CANDIDATES, Candidate
+from .cpu_features import cpu_features
+from .page_release import release_file_pages
+
+PROMPT_TOKENS, DECODED_TOKENS, BATCH = 1500, 128, 64
+_REPEATS = 3
+_lock = threading.Lock()
+_choices: dict[str, str] | None = None
+
+
+def allowed_candidates() -> list[Candidate]:
+    forced = os.environ.get("QWEN_LSP_KERNEL")
+    exact_only = os.environ.get("QWEN_LSP_LOSSY_KERNELS") != "1"
+    return [c for c in CANDIDATES if (not forced or c.name == forced) and (c.exact or not exact_only)]
+
+
+def measured_cost(kernel: LinearKernel, give_up_after: float = float("inf")) -> float:
+    """Seconds for a typical completion's calls through `kernel` (median of a few runs)."""
+    one = torch.randn(1, kernel.in_features)
+    batch = torch.randn(BATCH, kernel.in_features)
+    kernel(one)
+    first = time.perf_counter()
+    kernel(one)
+    if (time.perf_counter() - first) * DECODED_TOKENS > give_up_after:
+        return float("inf")
+    decode = _median_seconds(lambda: kernel(one))
+    prefill = _median_seconds(lambda: kernel(batch))
+    return decode * DECODED_TOKENS + prefill * PROMPT_TOKENS / BATCH
+
+
+def _median_seconds(call) -> float:
+    times = []
+    for _ in range(_REPEATS):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def choose_kernel(tensor: CheckpointTensor) -> LinearKernel | None:
+    """The fastest applicable kernel for a quantized weight (measured once per type/shape/CPU)."""
+    kernel = _choose(tensor)
+    if kernel is not None and tensor.file_mapped:
+        release_file_pages(tensor.data)
+    return kernel
+
+
+def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
+    candidates = allowed_candidates()
+    key = f"{tensor.qtype.name}:{tensor.shape[0]}x{tensor.shape[1]}:" + ",".join(c.name for c in candidates)
+    with _lock:
+        choices = _load_choices()
+        known = next((c for c in candidates if c.name == choices.get(key)), None)
+        if known is not None:
+            kernel = known.build(tensor)
+            if kernel is not None:
+                return kernel
+        best, best_cost = None, float("inf")
+        for candidate in candidates:
+            kernel = candidate.build(tensor)
+            if kernel is None:
+                continue
+            cost = measured_cost(kernel, give_up_after=4 * best_cost)
+            if cost < best_cost:
+                best, best_cost = (candidate, kernel), cost
+        if best is None:
+            return None
+        choices[key] = best[0].name
+        _save_choices(choices)
+        return best[1]
+
+
+def _choices_file():
+    from ..model_store import cache_dir
+
+    return cache_dir() / "kernel-choices.json"
+
+
+def _load_choices() -> dict[str, str]:
+    global _choices
+    if _choices is None:
+        try:
+            _choices = json.loads(_choices_file().read_text()).get(cpu_features().key(), {})
+        except (OSError, ValueError):
+            _choices = {}
+    return _choices
+
+
+def _save_choices(choices: dict[str, str]) -> None:
+    path = _choices_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            everything = json.loads(path.read_text())
+        except (OSError, ValueError):
+            everything = {}
+        everything[cpu_features().key()] = choices
+        scratch = path.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(everything, indent=1))
+        scratch.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs a re-measurement next time
