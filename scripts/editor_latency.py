@@ -65,7 +65,7 @@ def emacs_latencies(model: str, tmp: Path, timeout: float) -> list[Latency]:
     root = workspace(tmp)
     (root / "rect.py").write_text(FILE.rstrip("\n"))  # Emacs types at the end of the buffer
     args, events = emacs_args(tmp, server_command(model, tmp / "server.log"), SETTINGS, root / "rect.py", "",
-                              ["latency"], timeout=max(timeout, 600), latency_line=LINE)
+                              ["latency"], timeout=600, latency_line=LINE, key_timeout=timeout)
     return [(e["seconds"], e["kept"]) for e in run_batch("emacs", args, events, root, timeout=3600)
             if e["event"] == "key"]
 

@@ -23,7 +23,7 @@ def elisp(value) -> str:
 
 
 def emacs_args(tmp: Path, server_cmd: list[str], settings: dict, file: Path, typed: str, steps: list[str],
-               timeout: float, latency_line: str = "") -> tuple[list[str], Path]:
+               timeout: float, latency_line: str = "", key_timeout: float = 30) -> tuple[list[str], Path]:
     """The Emacs arguments (after ``emacs``) and the events file the run writes."""
     events = tmp / "emacs-events.jsonl"
     setup = tmp / "emacs-setup.el"
@@ -32,7 +32,8 @@ def emacs_args(tmp: Path, server_cmd: list[str], settings: dict, file: Path, typ
         f"      qwen-test-file {elisp(str(file))} qwen-test-typed {elisp(typed)}\n"
         f"      qwen-test-steps '({' '.join(steps)}) qwen-test-events {elisp(str(events))}\n"
         f"      qwen-test-timeout {timeout} qwen-lsp-request-timeout {timeout} eglot-sync-connect nil\n"
-        f"      qwen-test-latency-line {elisp(latency_line)} native-comp-deferred-compilation nil)\n"
+        f"      qwen-test-latency-line {elisp(latency_line)} qwen-test-key-timeout {key_timeout}\n"
+        f"      native-comp-deferred-compilation nil)\n"
     )
     return ["-Q", "-L", str(EDITORS / "emacs"), "-l", str(setup), "-l", str(SCRIPT)], events
 

@@ -16,13 +16,14 @@
 (defvar qwen-test-file) (defvar qwen-test-typed) (defvar qwen-test-steps)
 (defvar qwen-test-events) (defvar qwen-test-timeout)
 (defvar qwen-test-latency-line "")
+(defvar qwen-test-key-timeout 30 "Seconds to wait for ghost text after one key in `latency'.")
 
 (defun qwen-test-latency ()
   "Type `qwen-test-latency-line'; per key, the seconds until ghost text and whether it stayed."
   (dolist (ch (string-to-list qwen-test-latency-line))
     (let ((start (float-time)))
       (qwen-test-command 'self-insert-command ch)
-      (let ((deadline (+ start qwen-test-timeout))
+      (let ((deadline (+ start qwen-test-key-timeout))
             (kept qwen-lsp--visible))
         (while (and (not qwen-lsp--visible) (< (float-time) deadline))
           (accept-process-output nil 0.005))
