@@ -86,7 +86,7 @@ class CodeServer:
     def latencies(self, file: str, line: str, timeout_s: float) -> dict:
         """Type ``line`` key by key: ``latencies`` (ms to ghost text per key, None when none) or ``error``."""
         return self.node("latency.mjs", file, line, str(int(timeout_s * 1000)),
-                         timeout_s=timeout_s * (len(line) + 2) + 120)
+                         timeout_s=timeout_s * len(line) + 720)
 
 
 def settings_for(server_cmd: list[str], server_settings: dict) -> dict:

@@ -9,7 +9,7 @@ const timeout = Number(timeoutArg);
 const browser = await launch();
 const page = await browser.newPage();
 try {
-  await openAtEnd(page, url, file, timeout);
+  await openAtEnd(page, url, file, Math.max(timeout, 600000)); // the model loads first
   const latencies = [];
   for (const ch of line) {
     const start = performance.now();
