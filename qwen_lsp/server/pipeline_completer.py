@@ -33,6 +33,7 @@ class PipelineCompleter:
         self._indexes: dict[Path, WorkspaceIndex] = {}
         self._recent: dict[Path, RecentRegions] = {}
         self._pipelines: dict[Path | None, tuple[Any, CompletionPipeline]] = {}
+        self.last_prompt = ""  # the last prompt sent to the model, control tokens spelled out
 
     # -- workspace ------------------------------------------------------------------------
 
@@ -98,6 +99,7 @@ class PipelineCompleter:
         path = request.path or _virtual_path(request.uri, request.language_id)
         line, col = request.line_col
         first = pipeline.complete(path, request.text, line, col, should_stop=should_stop)
+        self.last_prompt = first.prompt.text
         results = [first.text] if first.text else []
         for seed in range(1, request.candidates):
             if should_stop():

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 CODE_ACTION_COMMAND = "qwenLsp.codeAction"
 STATS_REQUEST = "qwenLsp/stats"
+LAST_PROMPT_REQUEST = "qwenLsp/lastPrompt"
 DID_SHOW = "textDocument/didShowCompletion"
 DID_PARTIALLY_ACCEPT = "textDocument/didPartiallyAcceptCompletion"
 _LOG_TYPES = {"error": 1, "warning": 2, "info": 3, "debug": 4}
@@ -338,6 +339,11 @@ def build_server(settings: Settings | None = None) -> QwenLanguageServer:
     def stats(ls: QwenLanguageServer, params: Any) -> dict:
         return {**ls.suggestions.counters.as_dict(), "cache_entries": len(ls.suggestions.cache),
                 "documents": len(ls.documents), "state": ls.status.state}
+
+    @server.feature(LAST_PROMPT_REQUEST)
+    def last_prompt(ls: QwenLanguageServer, params: Any) -> dict:
+        """The last prompt given to the model (editors' "show last prompt")."""
+        return {"prompt": getattr(ls.completer, "last_prompt", "")}
 
     # -- code actions -------------------------------------------------------------------
 
