@@ -19,7 +19,7 @@ from .model import QwenModel
 from .preemption import LatestByKey, either
 from .prefix_cache import PrefixCache
 from .sampling import GenerationConfig
-from .speculative import DraftLength, DraftModelDrafter, NgramDrafter
+from .speculative import DraftLength, DraftModelDrafter, NgramDrafter, common_prefix_length
 from .tokenizer import Tokenizer
 
 
@@ -127,7 +127,7 @@ class Engine:
             self.cache.truncate(0)
             return 0, None
         wanted = prompt_ids[:-1]
-        common = _common_prefix(self._cached_ids, wanted)
+        common = common_prefix_length(self._cached_ids, wanted)
         self.cache.truncate(common)
         found = None
         if self.prefix_cache is not None:
@@ -150,10 +150,3 @@ class Engine:
                     DraftLength(spec.draft_initial, 1, spec.ngram_max_draft))
         return None, None
 
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -73,7 +73,7 @@ class DraftModelDrafter:
                 generator: torch.Generator | None = None) -> Draft:
         if k <= 0 or len(context) + k > self.cache.max_length:
             return Draft([])
-        common = min(_common_prefix(self._ids, context), len(context) - 1)
+        common = min(common_prefix_length(self._ids, context), len(context) - 1)
         self.cache.truncate(common)
         self._ids = list(context)
         for start in range(common, len(context), self.prefill_chunk):
@@ -146,7 +146,8 @@ def _point_mass(token: int, like: torch.Tensor) -> torch.Tensor:
     return q
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """How many leading token ids `a` and `b` share."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
