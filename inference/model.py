@@ -158,22 +158,6 @@ class QwenModel:
         return self.lm_head(self.final_norm(x)).float()
 
     @property
-    def weight_bytes(self) -> int:
-        """Bytes of every weight matrix (experts included)."""
-        kernels = [self.embed, self.lm_head]
-        for layer in self.layers:
-            a = layer.attention
-            kernels += [a.q_proj, a.k_proj, a.v_proj, a.o_proj]
-            ffn = layer.ffn
-            mlps = ffn.experts if isinstance(ffn, MixtureOfExperts) else [ffn]
-            if isinstance(ffn, MixtureOfExperts):
-                kernels.append(ffn.router)
-            for mlp in mlps:
-                kernels += [mlp.gate, mlp.up, mlp.down]
-        return sum(k.nbytes for k in {id(k): k for k in kernels}.values())
-
-
-    @property
     def decode_weight_bytes(self) -> int:
         """Weight bytes one decoded token reads: every matrix except the embedding table (one row of it,
         unless tied to the output), and of each MoE layer only the router and `top_k` experts."""
