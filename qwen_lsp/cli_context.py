@@ -42,7 +42,7 @@ def add_complete_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print a JSON object")
     parser.add_argument("--show-prompt", action="store_true", help="print the prompt too")
     _add_budget_options(parser)
-    parser.set_defaults(func=run_complete)
+    parser.set_defaults(run=run_complete)
     return parser
 
 
@@ -98,7 +98,7 @@ def add_eval_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--rows", help="also write per-case results to this JSONL file")
     _add_budget_options(parser)
-    parser.set_defaults(func=run_eval)
+    parser.set_defaults(run=run_eval)
     return parser
 
 

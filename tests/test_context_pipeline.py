@@ -1,7 +1,6 @@
-"""CompletionPipeline and the complete/eval subcommands, with a scripted model; plus the
-real-model tier (QWEN_LSP_TEST_GGUF)."""
+"""CompletionPipeline with a scripted model, the complete/eval subcommands on the tiny random
+model, and the real-model tier (QWEN_LSP_TEST_GGUF)."""
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import pytest
 from context_fakes import FakeModel, ensure_generation_config
 
-from qwen_lsp import cli_context
+from qwen_lsp.cli import main as cli_main
 from qwen_lsp.context.workspace_index import WorkspaceIndex
 from qwen_lsp.pipeline import CompletionPipeline, PipelineConfig
 from qwen_lsp.prompt import Budgets
@@ -56,41 +55,30 @@ def test_pipeline_survives_bad_positions_and_unknown_languages(workspace, monkey
     assert pipeline.complete(str(workspace / "blog/main.py"), "", -3, -1).text == "x"
 
 
-def test_complete_command(workspace, monkeypatch, capsys):
-    import inference
-
-    ensure_generation_config(monkeypatch)
-    monkeypatch.setattr(inference, "load_model", lambda name: FakeModel("post.title)\n"),
-                        raising=False)
-    parser = argparse.ArgumentParser()
-    cli_context.add_complete_command(parser.add_subparsers())
-    args = parser.parse_args(["complete", f"{workspace}/blog/main.py:5:20", "--workspace",
-                              str(workspace), "--json", "--show-prompt"])
-    assert args.func(args) == 0
+def test_complete_command_through_the_cli(workspace, tiny_model_dir, capsys):
+    model = str(tiny_model_dir())
+    argv = ["complete", f"{workspace}/blog/main.py:5:20", "--workspace", str(workspace),
+            "--json", "--show-prompt", "--model", model, "--max-new-tokens", "4"]
+    assert cli_main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["suggestion"] == "post.title" and "<|fim_middle|>" in out["prompt"]
-    args = parser.parse_args(["complete", "nope.py:x:1"])
-    assert args.func(args) == 2
+    assert isinstance(out["suggestion"], str) and "<|fim_middle|>" in out["prompt"]
+    assert any(s["path"].endswith("util.py") for s in out["snippets"])
+    assert cli_main(["complete", "nope.py:x:1", "--model", model]) == 2
 
 
-def test_eval_command(workspace, monkeypatch, capsys, tmp_path):
-    import inference
-
-    ensure_generation_config(monkeypatch)
-    monkeypatch.setattr(inference, "load_model", lambda name: FakeModel("post.title"),
-                        raising=False)
+def test_eval_command_through_the_cli(workspace, tiny_model_dir, capsys, tmp_path):
     cases = tmp_path / "cases.jsonl"
     cases.write_text(json.dumps({"id": "a", "kind": "call_args", "workspace": str(workspace),
                                  "file": "blog/main.py", "line": 4, "col": 19,
                                  "middle": ""}) + "\n")
-    parser = argparse.ArgumentParser()
-    cli_context.add_eval_command(parser.add_subparsers())
-    args = parser.parse_args(["eval", str(cases), "--strategy", "none,repo", "--json"])
-    assert args.func(args) == 0
+    rows = tmp_path / "rows.jsonl"
+    model = str(tiny_model_dir())
+    assert cli_main(["eval", str(cases), "--strategy", "none,repo", "--json", "--model", model,
+                     "--max-new-tokens", "4", "--rows", str(rows)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(summary) == {"none", "repo"} and summary["repo"]["all"]["n"] == 1
-    args = parser.parse_args(["eval", str(cases), "--strategy", "bogus"])
-    assert args.func(args) == 2
+    assert [json.loads(line)["config"] for line in rows.read_text().splitlines()] == ["none", "repo"]
+    assert cli_main(["eval", str(cases), "--strategy", "bogus", "--model", model]) == 2
 
 
 @pytest.mark.real_model
