@@ -61,7 +61,7 @@ class GatedDeltaNet:
                  out: LinearKernel, dtype: torch.dtype):
         self.slot = slot
         self.qkv, self.gate, self.ba, self.out = qkv, gate, ba, out
-        self.conv_weight = conv.to(dtype).unsqueeze(1)  # [channels, 1, kernel]
+        self.conv_weight = conv.to(dtype)  # [channels, kernel]
         self.a = a.float()
         self.dt_bias = dt_bias.float()
         self.norm_weight = norm_weight.to(dtype)
@@ -97,7 +97,7 @@ class GatedDeltaNet:
         """Convolution and delta rule over a pass: outputs [n, value_heads, value_dim] and the new state."""
         n = inputs.qkv.shape[0]
         window = torch.cat((state.conv, inputs.qkv.t()), dim=1)
-        mixed = F.silu(F.conv1d(window.unsqueeze(0), self.conv_weight, groups=window.shape[0])[0]).t()
+        mixed = F.silu(_causal_conv(window, self.conv_weight)).t()
         key_width = self.key_heads * self.key_dim
         q, k, v = mixed.split([key_width, key_width, self.value_heads * self.value_dim], dim=-1)
         q = _l2_normalize(q.reshape(n, self.key_heads, self.key_dim))
@@ -124,6 +124,17 @@ class GatedDeltaNet:
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return (self.norm_weight * x32.to(x.dtype) * F.silu(z.float())).to(x.dtype)
+
+
+def _causal_conv(window: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Depthwise convolution of window [channels, kernel - 1 + n] -> [channels, n], as a sum of
+    shifted products (several times faster on CPU than conv1d with groups=channels)."""
+    kernel = weight.shape[1]
+    n = window.shape[1] - kernel + 1
+    out = window[:, :n] * weight[:, :1]
+    for j in range(1, kernel):
+        out.addcmul_(window[:, j : j + n], weight[:, j : j + 1])
+    return out
 
 
 def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
