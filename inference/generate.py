@@ -33,16 +33,18 @@ class GenerationResult:
 
 
 def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
-            should_stop: ShouldStop | None = None) -> torch.Tensor | None:
+            should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = ()) -> torch.Tensor | None:
     """Run `ids` after the cache's contents in chunks; logits of the last token, or None if cancelled.
 
-    A recurrent cache (`HybridCache`) is cut at every multiple of `chunk` and before the last token
-    and snapshotted after each piece: the points a later request sharing the prefix resumes from.
+    A recurrent cache (`HybridCache`) is cut at every multiple of `chunk`, at the positions
+    `snapshot_at` and before the last token, and snapshotted after each piece: the points a later
+    request sharing the prefix resumes from.
     """
     start, end = cache.length, cache.length + len(ids)
     recurrent = isinstance(cache, HybridCache)
     if recurrent:
-        cuts = sorted({*range((start // chunk + 1) * chunk, end, chunk), end - 1, end} - {start})
+        wanted = {*range((start // chunk + 1) * chunk, end, chunk), *snapshot_at, end - 1, end}
+        cuts = sorted(p for p in wanted if start < p <= end)
     else:
         cuts = [*range(start + chunk, end, chunk), end]
     logits = None
@@ -94,7 +96,7 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
     reused = cache.length
     result = GenerationResult(text="", token_ids=[], prompt_tokens=len(prompt_ids), stop_reason="max_tokens")
     result.timings.update(drafted_tokens=0, accepted_tokens=0, verify_steps=0)
-    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop)
+    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop, config.snapshot_at)
     result.prefill_ms = (time.perf_counter() - started) * 1000
     if logits is None or config.max_new_tokens == 0:
         result.stop_reason = "cancelled" if logits is None else "max_tokens"

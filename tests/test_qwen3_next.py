@@ -136,6 +136,16 @@ def test_prefix_cache_resumes_from_the_latest_snapshot_within_the_shared_prefix(
     assert snapshots >= 5 and tree.nbytes == tree.cached_tokens * kv_bytes_per_token + snapshots * snapshot_bytes
 
 
+def test_caller_given_snapshot_points_are_resumed_from(lm):
+    """Say the current file starts at 37: an edit after it recomputes from 37, not from 32."""
+    config = GenerationConfig(max_new_tokens=4, stop_ids=frozenset(), prefill_chunk=16, snapshot_at=(37,))
+    engine = Engine(lm.model, lm.tokenizer, prefix_cache_mib=64, speculation=SpeculationConfig(ngram=False))
+    first = _ids(lm, 60, seed=8).tolist()
+    engine.generate(first, config)
+    edited = first[:45] + _ids(lm, 9, seed=9).tolist()
+    assert engine.generate(edited, config).timings["reused_prompt_tokens"] == 37
+
+
 def test_a_budget_too_small_for_a_snapshot_keeps_nothing(lm):
     config = GenerationConfig(max_new_tokens=4, stop_ids=frozenset(), prefill_chunk=16)
     engine = Engine(lm.model, lm.tokenizer, prefix_cache_mib=1000 / 2**20, speculation=SpeculationConfig(ngram=False))
