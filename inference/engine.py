@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .generate import GenerationResult, OnToken, ShouldStop, generate
+from .hybrid_cache import HybridCache
 from .model import QwenModel
 from .preemption import LatestByKey, either
 from .prefix_cache import PrefixCache
@@ -106,8 +107,13 @@ class Engine:
             result = generate(self.model, self.tokenizer, prompt_ids, config, self.cache, on_token, should_stop,
                               drafter=drafter, draft_length=draft_length, deadline=deadline)
             self._cached_ids = (list(prompt_ids) + result.token_ids)[: self.cache.length]
+            recurrent = isinstance(self.cache, HybridCache)
+            if recurrent:
+                self.cache.snapshot()
             if self.prefix_cache is not None:
                 self.prefix_cache.insert(self._cached_ids, self.cache)
+            if recurrent:  # the prefix cache owns snapshots across requests, within its budget
+                self.cache.snapshots.clear()
         except BaseException:
             self.cache.truncate(0)
             self._cached_ids = []
@@ -127,15 +133,15 @@ class Engine:
             self.cache.truncate(0)
             return 0, None
         wanted = prompt_ids[:-1]
-        common = common_prefix_length(self._cached_ids, wanted)
-        self.cache.truncate(common)
+        self.cache.truncate(common_prefix_length(self._cached_ids, wanted))
+        common = self.cache.length  # a recurrent cache may keep less than asked
         found = None
         if self.prefix_cache is not None:
             found = self.prefix_cache.match(wanted)
             self.prefix_cache.pin(found)
             if found.length > common:
                 self.prefix_cache.copy_into(found, self.cache, common)
-                common = found.length
+                common = self.cache.length
         self._cached_ids = self._cached_ids[:common]
         return common, found
 

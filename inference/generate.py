@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from .hybrid_cache import HybridCache
 from .kv_cache import KVCache
 from .model import QwenModel
 from .sampling import GenerationConfig, choose_token
@@ -32,15 +33,37 @@ class GenerationResult:
 
 
 def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
-            should_stop: ShouldStop | None = None) -> torch.Tensor | None:
-    """Run `ids` after the cache's contents in chunks; logits of the last token, or None if cancelled."""
+            should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = ()) -> torch.Tensor | None:
+    """Run `ids` after the cache's contents in chunks; logits of the last token, or None if cancelled.
+
+    A recurrent cache (`HybridCache`) is cut at every multiple of `chunk`, at the positions
+    `snapshot_at` and before the last token, and snapshotted after each piece: the points a later
+    request sharing the prefix resumes from.
+    """
+    start, end = cache.length, cache.length + len(ids)
+    recurrent = isinstance(cache, HybridCache)
+    if recurrent:
+        wanted = {*range((start // chunk + 1) * chunk, end, chunk), *snapshot_at, end - 1, end}
+        cuts = sorted(p for p in wanted if start < p <= end)
+    else:
+        cuts = [*range(start + chunk, end, chunk), end]
     logits = None
-    for start in range(0, len(ids), chunk):
+    for cut in cuts:
         if should_stop is not None and should_stop():
             return None
-        piece = torch.tensor(ids[start : start + chunk], dtype=torch.long)
+        piece = torch.tensor(ids[cache.length - start : cut - start], dtype=torch.long)
         logits = model.forward(piece, cache, last_only=True)[-1]
+        if recurrent:
+            cache.snapshot()
     return logits
+
+
+def rewind(model: QwenModel, cache: KVCache, ids: list[int], length: int, chunk: int) -> None:
+    """Cut the cache (which holds a prefix of `ids`) back to `length` tokens, recomputing whatever a
+    recurrent cache could not keep."""
+    cache.truncate(length)
+    if cache.length < length:
+        prefill(model, cache, ids[cache.length : length], chunk)
 
 
 def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], config: GenerationConfig,
@@ -69,11 +92,11 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
     draft_length = draft_length or DraftLength()
 
     started = time.perf_counter()
-    reused = min(cache.length, len(prompt_ids) - 1)
-    cache.truncate(reused)
+    cache.truncate(min(cache.length, len(prompt_ids) - 1))
+    reused = cache.length
     result = GenerationResult(text="", token_ids=[], prompt_tokens=len(prompt_ids), stop_reason="max_tokens")
     result.timings.update(drafted_tokens=0, accepted_tokens=0, verify_steps=0)
-    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop)
+    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop, config.snapshot_at)
     result.prefill_ms = (time.perf_counter() - started) * 1000
     if logits is None or config.max_new_tokens == 0:
         result.stop_reason = "cancelled" if logits is None else "max_tokens"
@@ -103,7 +126,7 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
         else:
             accepted, token = verify_sampling(logits, draft, config, context, generator)
         if draft.tokens:
-            cache.truncate(base + 1 + accepted)
+            rewind(model, cache, context + draft.tokens, base + 1 + accepted, config.prefill_chunk)
             draft_length.update(len(draft.tokens), accepted)
             result.timings["verify_steps"] += 1
             result.timings["drafted_tokens"] += len(draft.tokens)

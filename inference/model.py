@@ -1,19 +1,22 @@
-"""The Qwen decoder (qwen2, qwen3, qwen3_moe) as plain tensor code over `LinearKernel`s.
+"""The Qwen decoder (qwen2, qwen3, qwen3_moe, qwen3_next) as plain tensor code over `LinearKernel`s.
 
 One sequence at a time: activations are [tokens, hidden]. The forward pass appends to a
-`KVCache` and returns logits for the new tokens (or only the last one, for prefill).
+`KVCache` (a `HybridCache` when some layers are Gated DeltaNet linear attention) and returns
+logits for the new tokens (or only the last one, for prefill).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint
 from .config import ModelConfig
+from .gated_deltanet import GatedDeltaNet
+from .hybrid_cache import HybridCache
 from .kernels.expert_stack import ExpertStack
 from .kv_cache import KVCache
 from .linear import KernelFactory, LinearKernel, make_embedding, make_linear
@@ -32,32 +35,44 @@ class RMSNorm:
 
 
 class Attention:
-    """Grouped-query attention with optional q/k/v bias (qwen2) and per-head q/k RMSNorm (qwen3)."""
+    """Grouped-query attention with optional q/k/v bias (qwen2), per-head q/k RMSNorm (qwen3) and
+    an output gate (qwen3_next: q_proj yields each head's query then its gate; the output is
+    multiplied by sigmoid(gate)). `slot` indexes its keys/values in the cache."""
 
-    def __init__(self, config: ModelConfig, q, k, v, o, biases, q_norm, k_norm, rope: RotaryEmbedding):
+    def __init__(self, config: ModelConfig, slot: int, q, k, v, o, biases, q_norm, k_norm, rope: RotaryEmbedding):
+        self.slot = slot
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = q, k, v, o
         self.q_bias, self.k_bias, self.v_bias = biases
         self.q_norm, self.k_norm = q_norm, k_norm
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.output_gate = config.attention_output_gate
         self.scale = 1.0 / math.sqrt(config.head_dim)
         self.rope = rope
 
-    def _project(self, kernel: LinearKernel, bias, x, heads: int) -> torch.Tensor:
+    @property
+    def weight_bytes(self) -> int:
+        return sum(k.nbytes for k in (self.q_proj, self.k_proj, self.v_proj, self.o_proj))
+
+    def _project(self, kernel: LinearKernel, bias, x, heads: int, width: int | None = None) -> torch.Tensor:
         y = kernel(x)
         if bias is not None:
             y = y + bias
-        return y.view(x.shape[0], heads, self.head_dim)
+        return y.view(x.shape[0], heads, width or self.head_dim)
 
-    def __call__(self, x: torch.Tensor, cache: KVCache, layer: int, start: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, cache: KVCache, start: int) -> torch.Tensor:
         n = x.shape[0]
-        q = self._project(self.q_proj, self.q_bias, x, self.num_heads)
+        gate = None
+        if self.output_gate:
+            q, gate = self._project(self.q_proj, self.q_bias, x, self.num_heads, 2 * self.head_dim).chunk(2, dim=-1)
+        else:
+            q = self._project(self.q_proj, self.q_bias, x, self.num_heads)
         k = self._project(self.k_proj, self.k_bias, x, self.num_kv_heads)
         v = self._project(self.v_proj, self.v_bias, x, self.num_kv_heads)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q = self.rope(q.transpose(0, 1), start)
         k = self.rope(k.transpose(0, 1), start)
-        keys, values = cache.write(layer, start, k, v.transpose(0, 1))
+        keys, values = cache.write(self.slot, start, k, v.transpose(0, 1))
         mask = None
         if n > 1:
             # Query i sits at position start+i and sees keys 0..start+i.
@@ -66,7 +81,10 @@ class Attention:
             q.unsqueeze(0), keys.unsqueeze(0), values.unsqueeze(0),
             attn_mask=mask, scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads,
         )
-        return self.o_proj(out[0].transpose(0, 1).reshape(n, self.num_heads * self.head_dim))
+        out = out[0].transpose(0, 1).reshape(n, self.num_heads * self.head_dim)
+        if gate is not None:
+            out = out * torch.sigmoid(gate.reshape(n, -1))
+        return self.o_proj(out)
 
 
 class GatedMLP:
@@ -78,9 +96,28 @@ class GatedMLP:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
+    @property
+    def weight_bytes(self) -> int:
+        return self.gate.nbytes + self.up.nbytes + self.down.nbytes
+
+
+class SharedExpert:
+    """qwen3_next's expert every token goes through, scaled by sigmoid(gate . x)."""
+
+    def __init__(self, mlp: GatedMLP, gate: LinearKernel):
+        self.mlp, self.gate = mlp, gate
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate(x)) * self.mlp(x)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.mlp.weight_bytes + self.gate.nbytes
+
 
 class MixtureOfExperts:
-    """Qwen3-MoE routing: fp32 softmax over experts, top-k, optional renormalisation.
+    """Qwen3-MoE routing: fp32 softmax over experts, top-k, optional renormalisation, plus an
+    optional shared expert (qwen3_next).
 
     Only the selected experts' weights are read. Several tokens are grouped by expert, so each
     expert's weights are read once per pass. With an `ExpertStack` (dense experts) a decode step
@@ -88,11 +125,22 @@ class MixtureOfExperts:
     """
 
     def __init__(self, router: LinearKernel, experts: list[GatedMLP], top_k: int, norm_topk_prob: bool,
-                 stack: ExpertStack | None = None):
-        self.router, self.experts, self.stack = router, experts, stack
+                 stack: ExpertStack | None = None, shared: SharedExpert | None = None):
+        self.router, self.experts, self.stack, self.shared = router, experts, stack, shared
         self.top_k, self.norm_topk_prob = top_k, norm_topk_prob
 
+    @property
+    def decode_weight_bytes(self) -> int:
+        """The router, `top_k` experts' share of all experts, and the shared expert."""
+        expert_bytes = sum(m.weight_bytes for m in self.experts)
+        shared = self.shared.weight_bytes if self.shared is not None else 0
+        return self.router.nbytes + expert_bytes * self.top_k // len(self.experts) + shared
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        routed = self._routed(x)
+        return routed if self.shared is None else routed + self.shared(x)
+
+    def _routed(self, x: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(self.router(x).float(), dim=-1)
         weights, chosen = torch.topk(probs, self.top_k, dim=-1)
         if self.norm_topk_prob:
@@ -125,12 +173,12 @@ class MixtureOfExperts:
 @dataclass
 class DecoderLayer:
     attn_norm: RMSNorm
-    attention: Attention
+    mixer: Attention | GatedDeltaNet
     ffn_norm: RMSNorm
     ffn: GatedMLP | MixtureOfExperts
 
-    def __call__(self, x, cache: KVCache, layer: int, start: int):
-        x = x + self.attention(self.attn_norm(x), cache, layer, start)
+    def __call__(self, x, cache: KVCache, start: int):
+        x = x + self.mixer(self.attn_norm(x), cache, start)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -142,7 +190,11 @@ class QwenModel:
 
     def new_cache(self, max_length: int | None = None) -> KVCache:
         c = self.config
-        return KVCache(c.num_layers, c.num_kv_heads, c.head_dim, max_length or c.context_length, self.dtype)
+        max_length = max_length or c.context_length
+        if c.is_recurrent:
+            linear = sum(c.is_linear_attention_layer(i) for i in range(c.num_layers))
+            return HybridCache(c.num_layers - linear, linear, c.num_kv_heads, c.head_dim, max_length, self.dtype)
+        return KVCache(c.num_layers, c.num_kv_heads, c.head_dim, max_length, self.dtype)
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
@@ -150,8 +202,8 @@ class QwenModel:
         start = cache.length
         cache.reserve(start + tokens.shape[0])
         x = self.embed.rows(tokens)
-        for index, layer in enumerate(self.layers):
-            x = layer(x, cache, index, start)
+        for layer in self.layers:
+            x = layer(x, cache, start)
         cache.length = start + tokens.shape[0]
         if last_only:
             x = x[-1:]
@@ -163,13 +215,9 @@ class QwenModel:
         unless tied to the output), and of each MoE layer only the router and `top_k` experts."""
         total = self.lm_head.nbytes
         for layer in self.layers:
-            a, ffn = layer.attention, layer.ffn
-            total += sum(k.nbytes for k in (a.q_proj, a.k_proj, a.v_proj, a.o_proj))
-            if isinstance(ffn, MixtureOfExperts):
-                expert_bytes = sum(m.gate.nbytes + m.up.nbytes + m.down.nbytes for m in ffn.experts)
-                total += ffn.router.nbytes + expert_bytes * ffn.top_k // len(ffn.experts)
-            else:
-                total += ffn.gate.nbytes + ffn.up.nbytes + ffn.down.nbytes
+            ffn = layer.ffn
+            total += layer.mixer.weight_bytes
+            total += ffn.decode_weight_bytes if isinstance(ffn, MixtureOfExperts) else ffn.weight_bytes
         return total
 
 
@@ -179,7 +227,10 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32,
     config = checkpoint.config
 
     def linear(name: str) -> LinearKernel:
-        return make_linear(checkpoint.tensor(name), dtype, kernels)
+        tensor = checkpoint.tensor(name)
+        if len(tensor.shape) == 1:  # a single output row stored as a vector
+            tensor = replace(tensor, shape=(1, tensor.shape[0]), data=tensor.data.reshape(1, -1))
+        return make_linear(tensor, dtype, kernels)
 
     def vector(name: str) -> torch.Tensor | None:
         return checkpoint.tensor(name).data.to(dtype) if checkpoint.has(name) else None
@@ -187,19 +238,33 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32,
     def norm(name: str) -> RMSNorm:
         return RMSNorm(checkpoint.tensor(name).data, config.rms_norm_eps, dtype)
 
-    rope = RotaryEmbedding(config.head_dim, config.rope_theta)
+    def mlp(p: str, suffix: str = "") -> GatedMLP:
+        return GatedMLP(*(linear(f"{p}ffn_{part}{suffix}.weight") for part in ("gate", "up", "down")))
+
+    rope = RotaryEmbedding(config.head_dim, config.rope_theta, config.rotary_dim or None)
     layers = []
+    attention_slots = linear_slots = 0
     for i in range(config.num_layers):
         p = f"blk.{i}."
-        attention = Attention(
-            config,
-            linear(p + "attn_q.weight"), linear(p + "attn_k.weight"),
-            linear(p + "attn_v.weight"), linear(p + "attn_output.weight"),
-            (vector(p + "attn_q.bias"), vector(p + "attn_k.bias"), vector(p + "attn_v.bias")),
-            norm(p + "attn_q_norm.weight") if config.qk_norm else None,
-            norm(p + "attn_k_norm.weight") if config.qk_norm else None,
-            rope,
-        )
+        if config.is_linear_attention_layer(i):
+            mixer = GatedDeltaNet(
+                config, linear_slots, linear(p + "attn_qkv.weight"), linear(p + "attn_gate.weight"),
+                linear(p + "ssm_ba.weight"), checkpoint.tensor(p + "ssm_conv1d.weight").data,
+                checkpoint.tensor(p + "ssm_a").data, checkpoint.tensor(p + "ssm_dt.bias").data,
+                checkpoint.tensor(p + "ssm_norm.weight").data, linear(p + "ssm_out.weight"), dtype,
+            )
+            linear_slots += 1
+        else:
+            mixer = Attention(
+                config, attention_slots,
+                linear(p + "attn_q.weight"), linear(p + "attn_k.weight"),
+                linear(p + "attn_v.weight"), linear(p + "attn_output.weight"),
+                (vector(p + "attn_q.bias"), vector(p + "attn_k.bias"), vector(p + "attn_v.bias")),
+                norm(p + "attn_q_norm.weight") if config.qk_norm else None,
+                norm(p + "attn_k_norm.weight") if config.qk_norm else None,
+                rope,
+            )
+            attention_slots += 1
         if config.is_moe_layer(i):
             projections = {
                 name: [make_linear(t, dtype, kernels) for t in checkpoint.expert_tensors(i, name)]
@@ -212,12 +277,18 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32,
             else:
                 experts = [GatedMLP(*parts) for parts in zip(gates, ups, downs)]
             del projections, gates, ups, downs
+            shared = None
+            if config.shared_expert_intermediate_size:
+                shared = SharedExpert(mlp(p, "_shexp"), linear(p + "ffn_gate_inp_shexp.weight"))
             ffn = MixtureOfExperts(
-                linear(p + "ffn_gate_inp.weight"), experts, config.num_experts_per_token, config.norm_topk_prob, stack
+                linear(p + "ffn_gate_inp.weight"), experts, config.num_experts_per_token, config.norm_topk_prob,
+                stack, shared,
             )
         else:
-            ffn = GatedMLP(linear(p + "ffn_gate.weight"), linear(p + "ffn_up.weight"), linear(p + "ffn_down.weight"))
-        layers.append(DecoderLayer(norm(p + "attn_norm.weight"), attention, norm(p + "ffn_norm.weight"), ffn))
+            ffn = mlp(p)
+        # llama.cpp names qwen3_next's second norm after the attention, the others' before the FFN.
+        ffn_norm = p + ("post_attention_norm.weight" if config.architecture == "qwen3_next" else "ffn_norm.weight")
+        layers.append(DecoderLayer(norm(p + "attn_norm.weight"), mixer, norm(ffn_norm), ffn))
     tied = config.tie_word_embeddings or not checkpoint.has("output.weight")
     if tied:
         embed = lm_head = linear("token_embd.weight")

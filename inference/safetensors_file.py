@@ -38,7 +38,21 @@ _HF_NAMES = [
     (r"blk\.(\d+)\.ffn_up\.weight", r"model.layers.\1.mlp.up_proj.weight"),
     (r"blk\.(\d+)\.ffn_down\.weight", r"model.layers.\1.mlp.down_proj.weight"),
     (r"blk\.(\d+)\.ffn_gate_inp\.weight", r"model.layers.\1.mlp.gate.weight"),
+    # qwen3_next, named as llama.cpp names it (see `_qwen3_next_values` for the derived ones)
+    (r"blk\.(\d+)\.post_attention_norm\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
+    (r"blk\.(\d+)\.attn_(?:qkv|gate)\.weight", r"model.layers.\1.linear_attn.in_proj_qkvz.weight"),
+    (r"blk\.(\d+)\.ssm_ba\.weight", r"model.layers.\1.linear_attn.in_proj_ba.weight"),
+    (r"blk\.(\d+)\.ssm_conv1d\.weight", r"model.layers.\1.linear_attn.conv1d.weight"),
+    (r"blk\.(\d+)\.ssm_a", r"model.layers.\1.linear_attn.A_log"),
+    (r"blk\.(\d+)\.ssm_dt\.bias", r"model.layers.\1.linear_attn.dt_bias"),
+    (r"blk\.(\d+)\.ssm_norm\.weight", r"model.layers.\1.linear_attn.norm.weight"),
+    (r"blk\.(\d+)\.ssm_out\.weight", r"model.layers.\1.linear_attn.out_proj.weight"),
+    (r"blk\.(\d+)\.ffn_gate_inp_shexp\.weight", r"model.layers.\1.mlp.shared_expert_gate.weight"),
+    (r"blk\.(\d+)\.ffn_(gate|up|down)_shexp\.weight", r"model.layers.\1.mlp.shared_expert.\2_proj.weight"),
 ]
+
+# qwen3_next's RMSNorms scale by (1 + w); llama.cpp stores 1 + w, and so do canonical names.
+_ZERO_CENTRED_NORM = re.compile(r"(blk\.\d+\.(attn_norm|post_attention_norm|attn_q_norm|attn_k_norm)|output_norm)\.weight")
 
 
 def hf_name(canonical: str) -> str:
@@ -95,7 +109,10 @@ class SafetensorsCheckpoint:
             return False
 
     def tensor(self, name: str) -> CheckpointTensor:
-        return self._tensor_by_hf_name(hf_name(name), canonical=name)
+        stored = self._tensor_by_hf_name(hf_name(name), canonical=name)
+        if self.config.architecture == "qwen3_next":
+            return _qwen3_next_values(stored, self.config)
+        return stored
 
     def expert_tensors(self, layer: int, projection: str) -> list[CheckpointTensor]:
         prefix = f"model.layers.{layer}.mlp.experts"
@@ -141,6 +158,28 @@ class SafetensorsCheckpoint:
         from .tokenizer import Tokenizer
 
         return Tokenizer.from_model_dir(self.path, self._raw_config)
+
+
+def _qwen3_next_values(stored: CheckpointTensor, config: ModelConfig) -> CheckpointTensor:
+    """HF qwen3_next tensors in llama.cpp's form: norms as 1 + w, A as -exp(A_log), the depthwise
+    convolution as [channels, kernel], and in_proj_qkvz (grouped by key head: q, k, v, z of each
+    group) split into attn_qkv (all q, all k, all v) and attn_gate (z)."""
+    name, data = stored.name, stored.data
+    if _ZERO_CENTRED_NORM.fullmatch(name):
+        data = data.float() + 1.0
+    elif name.endswith(".ssm_a"):
+        data = -torch.exp(data.float())
+    elif name.endswith(".ssm_conv1d.weight"):
+        data = data.reshape(data.shape[0], -1)
+    elif name.endswith((".attn_qkv.weight", ".attn_gate.weight")):
+        groups, dk = config.linear_num_key_heads, config.linear_key_head_dim
+        vz = config.linear_num_value_heads // groups * config.linear_value_head_dim
+        q, k, v, z = data.reshape(groups, 2 * dk + 2 * vz, -1).split([dk, dk, vz, vz], dim=1)
+        parts = (q, k, v) if name.endswith(".attn_qkv.weight") else (z,)
+        data = torch.cat([part.reshape(-1, data.shape[-1]) for part in parts])
+    else:
+        return stored
+    return CheckpointTensor(name, tuple(data.shape), data)
 
 
 def _read_header(shard: Path) -> dict[str, dict]:

@@ -23,6 +23,9 @@ class GenerationConfig:
     stop_ids: frozenset[int] | None = None  # None: the tokenizer's stop ids
     stop_strings: tuple[str, ...] = ()
     prefill_chunk: int = 512
+    # Prompt positions worth resuming from later (say, where the current file starts): a recurrent
+    # model snapshots its state there, besides every prefill_chunk tokens. Ignored by the others.
+    snapshot_at: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.max_new_tokens < 0:

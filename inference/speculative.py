@@ -3,7 +3,8 @@
 Drafters: prompt lookup (n-grams of the prompt and the text so far) and a small draft model that
 shares the tokenizer. Verification keeps the target's output unchanged: greedy accepts drafts that
 equal the target's argmax; sampling uses standard rejection sampling (accept with min(1, p/q),
-else sample from max(0, p - q) renormalised). KV of rejected drafts is dropped by truncation.
+else sample from max(0, p - q) renormalised). KV of rejected drafts is dropped by truncation (a
+recurrent state is rebuilt at the cut, see `HybridCache`).
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ class DraftModelDrafter:
                 generator: torch.Generator | None = None) -> Draft:
         if k <= 0 or len(context) + k > self.cache.max_length:
             return Draft([])
-        common = min(common_prefix_length(self._ids, context), len(context) - 1)
-        self.cache.truncate(common)
+        self.cache.truncate(min(common_prefix_length(self._ids, context), len(context) - 1))
+        common = self.cache.length
         self._ids = list(context)
         for start in range(common, len(context), self.prefill_chunk):
             piece = torch.tensor(context[start : start + self.prefill_chunk])

@@ -10,7 +10,7 @@ def add_bench_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench", help="compare speed and memory with llama.cpp and transformers on the same GGUF files",
         description="Prefill, decode, FIM time-to-first-token and peak RSS per engine (each in its own process), "
-                    "with ratios, decode bandwidth use and the MoE decode check. llama.cpp comes from the `bench` "
+                    "with ratios, decode bandwidth use, the MoE decode check and the hybrid (qwen3_next) check. llama.cpp comes from the `bench` "
                     "extra (scripts/install-llama-cpp); missing engines are skipped.",
     )
     parser.add_argument("--models", nargs="+", default=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
@@ -19,7 +19,7 @@ def add_bench_command(subparsers) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=1500)
     parser.add_argument("--fim-tokens", type=int, default=300)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--no-moe", dest="moe", action="store_false", help="skip the MoE vs dense decode check")
+    parser.add_argument("--no-moe", dest="moe", action="store_false", help="skip the synthetic MoE and hybrid checks")
     parser.add_argument("--json-out", type=Path, default=Path("bench-results/bench.json"))
     parser.set_defaults(run=_run)
 

@@ -108,7 +108,7 @@ def _edits(tokenizer) -> list[list[int]]:
     return [tokenizer.encode(t) for t in texts]
 
 
-@pytest.mark.parametrize("variant", ["qwen2", "qwen3_moe"])
+@pytest.mark.parametrize("variant", ["qwen2", "qwen3_moe", "qwen3_next"])
 def test_results_with_the_cache_equal_results_without_it(tiny_model_dir, variant):
     lm = load_model(tiny_model_dir(variant))
     config = GenerationConfig(max_new_tokens=12, stop_ids=frozenset())

@@ -51,7 +51,7 @@ def _engines(lm, speculation):
     return plain, fast
 
 
-@pytest.mark.parametrize("variant", ["qwen2", "qwen3", "qwen3_moe"])
+@pytest.mark.parametrize("variant", ["qwen2", "qwen3", "qwen3_moe", "qwen3_next"])
 def test_ngram_speculation_is_exact_under_greedy(tiny_model_dir, variant):
     lm = load_model(tiny_model_dir(variant))
     plain, fast = _engines(lm, SpeculationConfig(ngram=True, min_ngram=1, max_ngram=3))
@@ -65,7 +65,8 @@ def test_ngram_speculation_is_exact_under_greedy(tiny_model_dir, variant):
     assert drafted > 0
 
 
-@pytest.mark.parametrize("target, draft", [("qwen2", "qwen2"), ("qwen2", "qwen3"), ("qwen3_moe", "qwen2_tied")])
+@pytest.mark.parametrize("target, draft", [("qwen2", "qwen2"), ("qwen2", "qwen3"), ("qwen3_moe", "qwen2_tied"),
+                                           ("qwen3_next", "qwen3_next")])
 def test_draft_model_speculation_is_exact_under_greedy(tiny_model_dir, target, draft):
     lm, small = load_model(tiny_model_dir(target)), load_model(tiny_model_dir(draft))
     plain, fast = _engines(lm, SpeculationConfig(draft_model=small.model, draft_initial=3, draft_max=6))

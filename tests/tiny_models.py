@@ -42,6 +42,16 @@ TINY_CONFIGS = {
         model_type="qwen3_moe", num_experts=4, num_experts_per_tok=3, moe_intermediate_size=16,
         norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], num_hidden_layers=2,
     ),
+    # Hybrid: Gated DeltaNet (2 key heads serving 4 value heads) and gated full attention every
+    # second layer; MoE with a shared expert, layer 2 dense. Smaller weights: with 0.25 the chunked
+    # delta rule's triangular solve amplifies rounding past 1e-4 (transformers' own prefill and
+    # decode then disagree by 5e-3).
+    "qwen3_next": dict(
+        model_type="qwen3_next", num_hidden_layers=4, initializer_range=0.1, full_attention_interval=2, head_dim=16,
+        partial_rotary_factor=0.5, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8,
+        linear_value_head_dim=12, linear_conv_kernel_dim=4, num_experts=4, num_experts_per_tok=2,
+        moe_intermediate_size=24, shared_expert_intermediate_size=32, mlp_only_layers=[2],
+    ),
 }
 
 
@@ -80,9 +90,12 @@ def make_hf_checkpoint(variant: str, out_dir: Path, seed: int = 0) -> Path:
     config = config_class(**params)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    zero_centred = model_type == "qwen3_next"  # its RMSNorms scale by 1 + w, except the gated one
     with torch.no_grad():  # norms start at 1.0; random values make the test see them
         for name, param in model.named_parameters():
-            if "norm" in name:
+            if "norm" in name and zero_centred and "linear_attn.norm" not in name:
+                param.uniform_(-0.5, 0.5)
+            elif "norm" in name:
                 param.uniform_(0.5, 1.5)
             elif name.endswith("bias"):
                 param.normal_(0, 0.3)
@@ -100,12 +113,20 @@ def load_reference(hf_dir: Path):
     return model.eval()
 
 
-_GGUF_ARCH = {"qwen2": "qwen2", "qwen3": "qwen3", "qwen3_moe": "qwen3moe"}
+_GGUF_ARCH = {"qwen2": "qwen2", "qwen3": "qwen3", "qwen3_moe": "qwen3moe", "qwen3_next": "qwen3next"}
 _GGUF_NAMES = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
     "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "mlp.gate": "ffn_gate_inp",
+}
+# qwen3_next as llama.cpp's convert_hf_to_gguf.py writes it (in_proj_qkvz, A_log, conv1d and the
+# zero-centred norms are converted in `_qwen3_next_tensors`).
+_QWEN3_NEXT_GGUF_NAMES = {
+    **_GGUF_NAMES, "post_attention_layernorm": "post_attention_norm", "linear_attn.in_proj_ba": "ssm_ba",
+    "linear_attn.norm": "ssm_norm", "linear_attn.out_proj": "ssm_out", "mlp.shared_expert_gate": "ffn_gate_inp_shexp",
+    "mlp.shared_expert.gate_proj": "ffn_gate_shexp", "mlp.shared_expert.up_proj": "ffn_up_shexp",
+    "mlp.shared_expert.down_proj": "ffn_down_shexp",
 }
 
 
@@ -131,27 +152,34 @@ def write_gguf(hf_dir: Path, out_path: Path, qtype: GGMLQuantizationType = GGMLQ
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     num_experts = cfg.get("num_experts") or cfg.get("num_local_experts")
-    if arch == "qwen3moe":
+    if arch in ("qwen3moe", "qwen3next"):
         writer.add_expert_count(num_experts)
         writer.add_expert_used_count(cfg["num_experts_per_tok"])
         writer.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
         writer.add_bool(f"{arch}.expert_weights_norm", bool(cfg["norm_topk_prob"]))
+    names, converted = _GGUF_NAMES, {}
+    if arch == "qwen3next":
+        _add_qwen3_next_metadata(writer, cfg, head_dim)
+        tensors, converted = _qwen3_next_tensors(tensors, cfg)
+        names = _QWEN3_NEXT_GGUF_NAMES
     _add_tokenizer(writer, Tokenizer.from_file(str(hf_dir / "tokenizer.json")), cfg["eos_token_id"])
 
     def add(name: str, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array.astype(np.float32))
-        if array.ndim >= 2 and qtype != GGMLQuantizationType.F32:
+        if array.ndim >= 2 and qtype != GGMLQuantizationType.F32 and ".ssm_conv1d." not in name:
             writer.add_tensor(name, quants.quantize(array, qtype), raw_dtype=qtype)
         else:
             writer.add_tensor(name, array)
 
+    for name, array in converted.items():
+        add(name, array)
     add("token_embd.weight", tensors["model.embed_tokens.weight"])
     add("output_norm.weight", tensors["model.norm.weight"])
     if "lm_head.weight" in tensors and not cfg.get("tie_word_embeddings"):
         add("output.weight", tensors["lm_head.weight"])
     for i in range(cfg["num_hidden_layers"]):
         prefix = f"model.layers.{i}."
-        for hf, short in _GGUF_NAMES.items():
+        for hf, short in names.items():
             for kind in ("weight", "bias"):
                 key = f"{prefix}{hf}.{kind}"
                 if key in tensors:
@@ -167,6 +195,48 @@ def write_gguf(hf_dir: Path, out_path: Path, qtype: GGMLQuantizationType = GGMLQ
     writer.write_tensors_to_file()
     writer.close()
     return Path(out_path)
+
+
+def _add_qwen3_next_metadata(writer: GGUFWriter, cfg: dict, head_dim: int) -> None:
+    layer_types = cfg["layer_types"]
+    interval = layer_types.index("full_attention") + 1
+    assert all((t == "full_attention") == ((i + 1) % interval == 0) for i, t in enumerate(layer_types)), \
+        "GGUF can only say full_attention_interval"
+    writer.add_full_attention_interval(interval)
+    writer.add_rope_dimension_count(int(head_dim * cfg["rope_parameters"]["partial_rotary_factor"]))
+    writer.add_expert_shared_feed_forward_length(cfg["shared_expert_intermediate_size"])
+    writer.add_ssm_conv_kernel(cfg["linear_conv_kernel_dim"])
+    writer.add_ssm_state_size(cfg["linear_key_head_dim"])
+    writer.add_ssm_group_count(cfg["linear_num_key_heads"])
+    writer.add_ssm_time_step_rank(cfg["linear_num_value_heads"])
+    writer.add_ssm_inner_size(cfg["linear_value_head_dim"] * cfg["linear_num_value_heads"])
+
+
+def _qwen3_next_tensors(tensors: dict, cfg: dict) -> tuple[dict, dict]:
+    """llama.cpp's conversion: norms stored as 1 + w (not the gated one), A_log as -exp(A_log),
+    dt_bias as ssm_dt.bias, conv1d squeezed, in_proj_qkvz regrouped into attn_qkv and attn_gate."""
+    tensors, converted = dict(tensors), {}
+    groups, dk = cfg["linear_num_key_heads"], cfg["linear_key_head_dim"]
+    vz = cfg["linear_num_value_heads"] // groups * cfg["linear_value_head_dim"]
+    for key in list(tensors):
+        if key.endswith("norm.weight") and not key.endswith("linear_attn.norm.weight"):
+            tensors[key] = tensors[key] + 1
+        if ".linear_attn." not in key:
+            continue
+        block = "blk." + key.split(".")[2]
+        value = tensors[key]
+        if key.endswith(".A_log"):
+            converted[block + ".ssm_a"] = -np.exp(value)
+        elif key.endswith(".dt_bias"):
+            converted[block + ".ssm_dt.bias"] = value
+        elif key.endswith(".conv1d.weight"):
+            converted[block + ".ssm_conv1d.weight"] = value.squeeze(1)
+        elif key.endswith(".in_proj_qkvz.weight"):
+            q, k, v, z = np.split(value.reshape(groups, 2 * dk + 2 * vz, -1), np.cumsum([dk, dk, vz]), axis=1)
+            hidden = value.shape[-1]
+            converted[block + ".attn_qkv.weight"] = np.concatenate([x.reshape(-1, hidden) for x in (q, k, v)])
+            converted[block + ".attn_gate.weight"] = z.reshape(-1, hidden)
+    return tensors, converted
 
 
 def _add_tokenizer(writer: GGUFWriter, tok: Tokenizer, eos_id: int) -> None:

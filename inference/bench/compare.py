@@ -3,7 +3,7 @@
 For each model and engine (each in its own process, so peak RSS is its own): prefill tok/s on a
 code prompt, decode tok/s, time to first token of a FIM prompt, peak RSS; ratios ours/llama.cpp and
 ours/transformers; weight bytes read per decoded token against the measured memory bandwidth.
-Optionally the MoE decode check. Writes JSON and prints a table.
+Optionally the MoE decode check and the hybrid (qwen3_next) check. Writes JSON and prints a table.
 """
 
 from __future__ import annotations
@@ -107,6 +107,12 @@ def format_table(report: dict) -> str:
         moe = report["moe"]
         lines.append(f"MoE decode: {moe['moe_ms_per_token']:.1f} ms/token vs dense same-active "
                      f"{moe['dense_ms_per_token']:.1f} ms/token: {moe['ratio']:.2f}x ({moe['description']})")
+    if report.get("hybrid"):
+        h = report["hybrid"]
+        lines.append(f"Hybrid (qwen3_next) vs qwen3_moe: decode {h['hybrid_ms_per_token']:.1f} vs "
+                     f"{h['moe_ms_per_token']:.1f} ms/token ({h['hybrid_active_bytes'] / 1e6:.0f} vs "
+                     f"{h['moe_active_bytes'] / 1e6:.0f} MB/token), prefill {h['hybrid_prefill_tok_s']:.0f} vs "
+                     f"{h['moe_prefill_tok_s']:.0f} tok/s ({h['description']})")
     return "\n".join(lines)
 
 
@@ -128,9 +134,11 @@ def run_bench(models: list[str], engines: list[str] | None = None, threads: int 
             if other in rows and "error" not in rows[other] and ours and "error" not in ours
         }
     if moe:
+        from .hybrid_decode import hybrid_vs_moe
         from .moe_decode import moe_vs_dense
 
         report["moe"] = moe_vs_dense(threads)
+        report["hybrid"] = hybrid_vs_moe(threads)
     report["load_average_after"] = os.getloadavg()
     return report
 
