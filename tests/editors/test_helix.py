@@ -5,7 +5,7 @@ actions resolved then applied)."""
 from __future__ import annotations
 
 import asyncio
-import tomllib
+import sys
 
 import pytest
 from lsprotocol import types
@@ -14,6 +14,11 @@ from editor_common import EDITORS
 from qwen_lsp.cli import build_parser
 from qwen_lsp.server.settings import KNOWN_KEYS
 from server_harness import lsp_session, open_doc
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the test extra installs tomli on 3.10
+    import tomli as tomllib
 
 HELIX_CAPABILITIES = types.ClientCapabilities(
     general=types.GeneralClientCapabilities(position_encodings=["utf-8", "utf-32", "utf-16"]),
