@@ -74,7 +74,9 @@ async def test_server_answers_helix_requests(workspace, tiny_model):
     text = "def rectangle_area(width, height):\n    pass\n\n\né = rectangle_area(2, 3)\n"
     path.write_text(text)
     uri = path.as_uri()
-    options = load_config()["language-server"]["qwen-lsp"]["config"] | {"maxTokens": 6}
+    # Helix sends the file's config as initializationOptions; here on the tiny model, not the default one.
+    config = load_config()["language-server"]["qwen-lsp"]["config"]
+    options = {"qwenLsp": config["qwenLsp"] | {"model": str(tiny_model), "maxTokens": 6}}
     async with lsp_session(str(tiny_model), root=workspace, capabilities=HELIX_CAPABILITIES,
                            init_options=options) as client:
         assert client.init_result.capabilities.position_encoding == "utf-8"
