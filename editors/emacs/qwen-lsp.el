@@ -62,6 +62,7 @@ Sent as initializationOptions."
 
 ;;;; eglot
 
+(defvar eglot-server-programs)
 (declare-function eglot-current-server "eglot")
 (declare-function eglot--TextDocumentPositionParams "eglot")
 (declare-function eglot--lsp-position-to-point "eglot")
@@ -90,7 +91,7 @@ of those modes."
 (declare-function lsp-stdio-connection "lsp-mode")
 (declare-function lsp-request-async "lsp-mode")
 (declare-function lsp--text-document-position-params "lsp-mode")
-(declare-function lsp--position-to-point "lsp-mode")
+(declare-function lsp--line-character-to-point "lsp-mode")
 
 (with-eval-after-load 'lsp-mode
   (lsp-register-client
@@ -106,12 +107,14 @@ of those modes."
       handlers))))
 
 (defun qwen-lsp--plist (object)
-  "OBJECT (a plist, or a hash table from lsp-mode) as a plist with keyword keys."
-  (if (hash-table-p object)
-      (let (plist)
-        (maphash (lambda (k v) (setq plist (plist-put plist (intern (concat ":" k)) v))) object)
-        plist)
-    object))
+  "OBJECT from lsp-mode as plists with keyword keys.
+lsp-mode gives hash tables, unless it was built with plists."
+  (cond ((hash-table-p object)
+         (let (plist)
+           (maphash (lambda (k v) (setq plist (plist-put plist (intern (concat ":" k)) (qwen-lsp--plist v)))) object)
+           plist))
+        ((vectorp object) (vconcat (mapcar #'qwen-lsp--plist object)))
+        (t object)))
 
 ;;;; requests, through whichever client manages the buffer
 
@@ -139,7 +142,7 @@ of those modes."
   "Buffer position of the LSP POSITION plist."
   (if (qwen-lsp--eglot-p)
       (eglot--lsp-position-to-point position)
-    (lsp--position-to-point (qwen-lsp--plist position))))
+    (lsp--line-character-to-point (plist-get position :line) (plist-get position :character))))
 
 ;;;; ghost text
 

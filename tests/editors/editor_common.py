@@ -22,15 +22,20 @@ WORKSPACE_FILES = {
 }
 
 
-def require(binary: str | Path) -> str:
-    """The editor binary's path; a missing editor fails under CI=true and skips elsewhere."""
-    found = shutil.which(str(binary))
-    if found:
-        return found
-    message = f"{binary} is not installed (scripts/setup-editors installs it)"
+def missing(what: str) -> None:
+    """A missing editor part fails under CI=true and skips elsewhere."""
+    message = f"{what} is not installed (scripts/setup-editors installs it)"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require(binary: str | Path) -> str:
+    """The editor binary's path (see ``missing`` when there is none)."""
+    found = shutil.which(str(binary))
+    if not found:
+        missing(str(binary))
+    return found
 
 
 def server_command(model: str | Path, log_file: Path, *extra: str) -> list[str]:

@@ -7,10 +7,17 @@ import subprocess
 import time
 from pathlib import Path
 
-from editor_common import EDITORS, editor_env
+from editor_common import EDITORS, editor_env, missing
 from tmux_terminal import TmuxTerminal
 
 SCRIPT = Path(__file__).with_name("qwen-lsp-test.el")
+DEBIAN_ELPA = Path("/usr/share/emacs/site-lisp/elpa")  # qwen-lsp-test.el puts its packages on the load path
+
+
+def require_elpa(package: str) -> None:
+    """Fail (CI) or skip unless Debian's elpa-PACKAGE is installed."""
+    if not any(DEBIAN_ELPA.glob(f"{package}-[0-9]*")):
+        missing(f"elpa-{package}")
 
 
 def elisp(value) -> str:
@@ -23,7 +30,8 @@ def elisp(value) -> str:
 
 
 def emacs_args(tmp: Path, server_cmd: list[str], settings: dict, file: Path, typed: str, steps: list[str],
-               timeout: float, latency_line: str = "", key_timeout: float = 30) -> tuple[list[str], Path]:
+               timeout: float, latency_line: str = "", key_timeout: float = 30,
+               client: str = "eglot") -> tuple[list[str], Path]:
     """The Emacs arguments (after ``emacs``) and the events file the run writes."""
     events = tmp / "emacs-events.jsonl"
     setup = tmp / "emacs-setup.el"
@@ -33,6 +41,7 @@ def emacs_args(tmp: Path, server_cmd: list[str], settings: dict, file: Path, typ
         f"      qwen-test-steps '({' '.join(steps)}) qwen-test-events {elisp(str(events))}\n"
         f"      qwen-test-timeout {timeout} qwen-lsp-request-timeout {timeout} eglot-sync-connect nil\n"
         f"      qwen-test-latency-line {elisp(latency_line)} qwen-test-key-timeout {key_timeout}\n"
+        f"      qwen-test-client '{client}\n"
         f"      native-comp-deferred-compilation nil)\n"
     )
     return ["-Q", "-L", str(EDITORS / "emacs"), "-l", str(setup), "-l", str(SCRIPT)], events

@@ -1,20 +1,20 @@
 ;;; qwen-lsp-test.el --- Drives qwen-lsp.el with eglot in a real Emacs  -*- lexical-binding: t; -*-
 
 ;; Loaded after a generated settings file that sets `qwen-lsp-command', `qwen-lsp-settings',
-;; `qwen-test-file', `qwen-test-typed', `qwen-test-steps', `qwen-test-events' and
-;; `qwen-test-timeout'.  Each step appends one JSON line to `qwen-test-events'; the pytest
+;; `qwen-test-file', `qwen-test-typed', `qwen-test-steps', `qwen-test-events',
+;; `qwen-test-timeout' and `qwen-test-client' (`eglot' or `lsp-mode').  Each step appends one JSON line to `qwen-test-events'; the pytest
 ;; side makes the assertions.  Steps: `accept-word', `dismiss', `trigger', `accept', `pause',
 ;; and `latency' (types `qwen-test-latency-line' key by key, timing each key to ghost text).
 
 (let ((default-directory "/usr/share/emacs/site-lisp/elpa/"))
   (when (file-directory-p default-directory) (normal-top-level-add-subdirs-to-load-path)))
-(require 'eglot)
 (require 'json)
 (require 'python)
 (require 'qwen-lsp)
 
 (defvar qwen-test-file) (defvar qwen-test-typed) (defvar qwen-test-steps)
 (defvar qwen-test-events) (defvar qwen-test-timeout)
+(defvar qwen-test-client 'eglot "The LSP client that connects the buffer to the server.")
 (defvar qwen-test-latency-line "")
 (defvar qwen-test-key-timeout 30 "Seconds to wait for ghost text after one key in `latency'.")
 
@@ -60,10 +60,24 @@
   (list :buffer (buffer-substring-no-properties (point-min) (point-max)) :point (point)
         :ghost (qwen-lsp--rest) :visible qwen-lsp--visible))
 
+(defun qwen-test-connect ()
+  "Start the server for the current buffer through `qwen-test-client'."
+  (pcase qwen-test-client
+    ('eglot (require 'eglot)
+            (qwen-lsp-eglot-setup '(python-mode))
+            (apply #'eglot (eglot--guess-contact)))
+    ('lsp-mode (setq lsp-enabled-clients '(qwen-lsp) lsp-auto-guess-root t lsp-keep-workspace-alive nil
+                     lsp-session-file (concat qwen-test-events ".lsp-session") lsp-restart 'ignore
+                     lsp-enable-file-watchers nil lsp-enable-symbol-highlighting nil lsp-lens-enable nil
+                     lsp-headerline-breadcrumb-enable nil lsp-modeline-code-actions-enable nil
+                     lsp-modeline-diagnostics-enable nil lsp-modeline-workspace-status-enable nil
+                     lsp-completion-enable nil lsp-signature-auto-activate nil lsp-enable-snippet nil)
+               (require 'lsp-mode)
+               (lsp))))
+
 (find-file qwen-test-file)
 (goto-char (point-max))
-(qwen-lsp-eglot-setup '(python-mode))
-(apply #'eglot (eglot--guess-contact))
+(qwen-test-connect)
 (qwen-test-wait "the model" (lambda () (member qwen-lsp-status '("ready" "error"))) qwen-test-timeout)
 (qwen-test-event "status" :state qwen-lsp-status :message qwen-lsp-status-message)
 (qwen-lsp-mode 1)

@@ -4,11 +4,13 @@ overlay, M-f accepts a word, C-g dismisses, M-i asks by hand, TAB inserts it."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
 
-from editor_common import require, server_command
-from emacs_driver import emacs_args, run_batch, run_in_tmux
+from editor_common import EDITORS, require, server_command
+from emacs_driver import emacs_args, require_elpa, run_batch, run_in_tmux
 
 
 def step(events: list[dict], name: str, when: str) -> dict:
@@ -44,6 +46,43 @@ def test_ghost_text_keys_on_tiny_model(workspace, tiny_model, tmp_path):
     assert step(events, "trigger", "before")["ghost"] is None and before["ghost"]
     assert after["buffer"] == inserted(before, before["ghost"])
     assert after["point"] == before["point"] + len(before["ghost"])
+    assert events[-1]["event"] == "done"
+
+
+def test_package_compiles_without_warnings_and_loads_without_eglot_or_lsp_mode(tmp_path):
+    """Byte-compiled with warnings as errors and loaded in an Emacs with neither client: both
+    client paths compile, and nothing needs eglot or lsp-mode before one of them is loaded."""
+    emacs = require("emacs")
+    source = shutil.copy(EDITORS / "emacs" / "qwen-lsp.el", tmp_path)
+
+    def batch(*args: str) -> str:
+        proc = subprocess.run([emacs, "-Q", "--batch", "-L", str(tmp_path), *args], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    batch("--eval", "(setq byte-compile-error-on-warn t)", "-f", "batch-byte-compile", str(source))
+    loaded = batch("--eval", "(progn (require 'qwen-lsp) (with-temp-buffer (qwen-lsp-mode 1))"
+                             " (prin1 (list (symbol-file 'qwen-lsp-mode) (featurep 'eglot) (featurep 'lsp-mode))))")
+    assert loaded == f'("{tmp_path}/qwen-lsp.elc" nil nil)'
+
+
+def test_lsp_mode_registration_on_tiny_model(workspace, tiny_model, tmp_path):
+    """lsp-mode (8.0, Debian) starts qwen-lsp as the add-on client qwen-lsp.el registers; ghost text
+    comes through lsp-mode's requests, and M-f and TAB insert it."""
+    emacs = require("emacs")
+    require_elpa("lsp-mode")
+    args, events_file = emacs_args(tmp_path, server_command(tiny_model, tmp_path / "server.log"),
+                                   {"maxTokens": 8, "debounceMs": 0}, workspace / "main.py", "print(circle_",
+                                   ["accept-word", "accept"], timeout=120, client="lsp-mode")
+    events = run_batch(emacs, args, events_file, workspace, timeout=400)
+    assert events[0] == {"event": "status", "state": "ready", "message": events[0]["message"]}
+
+    before, after = step(events, "accept-word", "before"), step(events, "accept-word", "after")
+    assert before["ghost"] and after["buffer"] == inserted(before, next_word(before["ghost"]))
+
+    before, after = step(events, "accept", "before"), step(events, "accept", "after")
+    assert after["buffer"] == inserted(before, before["ghost"])
     assert events[-1]["event"] == "done"
 
 

@@ -5,7 +5,7 @@ actions resolved then applied)."""
 from __future__ import annotations
 
 import asyncio
-import tomllib
+import sys
 
 import pytest
 from lsprotocol import types
@@ -14,6 +14,11 @@ from editor_common import EDITORS
 from qwen_lsp.cli import build_parser
 from qwen_lsp.server.settings import KNOWN_KEYS
 from server_harness import lsp_session, open_doc
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the test extra installs tomli on 3.10
+    import tomli as tomllib
 
 HELIX_CAPABILITIES = types.ClientCapabilities(
     general=types.GeneralClientCapabilities(position_encodings=["utf-8", "utf-32", "utf-16"]),
@@ -69,7 +74,9 @@ async def test_server_answers_helix_requests(workspace, tiny_model):
     text = "def rectangle_area(width, height):\n    pass\n\n\né = rectangle_area(2, 3)\n"
     path.write_text(text)
     uri = path.as_uri()
-    options = load_config()["language-server"]["qwen-lsp"]["config"] | {"maxTokens": 6}
+    # Helix sends the file's config as initializationOptions; here on the tiny model, not the default one.
+    config = load_config()["language-server"]["qwen-lsp"]["config"]
+    options = {"qwenLsp": config["qwenLsp"] | {"model": str(tiny_model), "maxTokens": 6}}
     async with lsp_session(str(tiny_model), root=workspace, capabilities=HELIX_CAPABILITIES,
                            init_options=options) as client:
         assert client.init_result.capabilities.position_encoding == "utf-8"
