@@ -4,26 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import torch
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 
 from .checkpoint import CheckpointTensor
 from .config import ModelConfig
 from .errors import ModelFileError, UnsupportedModelError
+from .gguf_format import GGUFContainer, GGUFTensorInfo
 
-_DENSE = {GGMLQuantizationType.F32: torch.float32, GGMLQuantizationType.F16: torch.float16}
-
-
-def read_gguf_metadata(reader: GGUFReader) -> dict[str, Any]:
-    """GGUF key/value pairs as plain Python values (strings, numbers, lists)."""
-    meta = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        meta[key] = field.contents()
-    return meta
+_DENSE = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16)
 
 
 class GGUFCheckpoint:
@@ -32,11 +20,11 @@ class GGUFCheckpoint:
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
-            self._reader = GGUFReader(self.path, "c")
-        except Exception as exc:  # the gguf package raises ValueError, IndexError, struct errors ...
+            self._container = GGUFContainer(self.path)
+        except Exception as exc:  # malformed headers raise ValueError, struct.error, UnicodeError ...
             raise ModelFileError(self.path, f"corrupt or truncated GGUF file ({type(exc).__name__}: {exc})") from exc
-        self.metadata = read_gguf_metadata(self._reader)
-        self._tensors = {t.name: t for t in self._reader.tensors}
+        self.metadata = self._container.metadata
+        self._tensors = self._container.tensors
         config = ModelConfig.from_gguf(self.metadata, str(self.path))
         if config.num_experts:
             # GGUF has no decoder_sparse_step / mlp_only_layers: a layer without a router is dense.
@@ -59,14 +47,11 @@ class GGUFCheckpoint:
             for e in range(stacked.shape[0])
         ]
 
-    def _convert(self, tensor) -> CheckpointTensor:
-        qtype = GGMLQuantizationType(tensor.tensor_type)
-        shape = tuple(int(n) for n in reversed(tensor.shape))
-        data = torch.from_numpy(tensor.data)
+    def _convert(self, tensor: GGUFTensorInfo) -> CheckpointTensor:
+        qtype, shape = tensor.qtype, tensor.shape
+        data = self._container.data(tensor.name)
         if qtype in _DENSE:
-            return CheckpointTensor(tensor.name, shape, data.reshape(shape))
-        if qtype == GGMLQuantizationType.BF16:
-            return CheckpointTensor(tensor.name, shape, data.view(torch.bfloat16).reshape(shape))
+            return CheckpointTensor(tensor.name, shape, data)
         from .quants import SUPPORTED_QTYPES
 
         if qtype not in SUPPORTED_QTYPES:
