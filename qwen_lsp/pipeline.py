@@ -35,6 +35,7 @@ class PipelineConfig:
     strategy: str = "repo"  # repo | none | random-chunks
     max_new_tokens: int = 64
     max_lines: int = 16
+    prefill_chunk: int = 64  # tokens between cancellation checks during the prefill
 
 
 @dataclass
@@ -101,8 +102,14 @@ class CompletionPipeline:
         return prompt, window, timings
 
     def complete(self, path: str, text: str, line: int, col: int,
-                 should_stop: Callable[[], bool] | None = None) -> Suggestion:
-        """A suggestion for the cursor at (line, col) of ``text`` (the buffer of ``path``)."""
+                 should_stop: Callable[[], bool] | None = None, *, request_key: object = None,
+                 time_budget_ms: float | None = None) -> Suggestion:
+        """A suggestion for the cursor at (line, col) of ``text`` (the buffer of ``path``).
+
+        ``request_key`` and ``time_budget_ms`` go to the engine: a newer request with the same key
+        preempts this one; a spent budget ends generation at the next newline (or, during the
+        prefill, at the next chunk with an empty suggestion, the chunks done kept for the next one).
+        """
         from inference import GenerationConfig
 
         started_all = time.perf_counter()
@@ -118,10 +125,11 @@ class CompletionPipeline:
         watcher = EarlyStop(ctx, multiline, self.config.max_lines)
         started = time.perf_counter()
         result = self.lm.generate(
-            prompt.ids, GenerationConfig(max_new_tokens=self.config.max_new_tokens,
-                                         temperature=0.0, stop_strings=STOP_STRINGS),
+            prompt.ids, GenerationConfig(max_new_tokens=self.config.max_new_tokens, temperature=0.0,
+                                         stop_strings=STOP_STRINGS, prefill_chunk=self.config.prefill_chunk),
             on_token=watcher.on_token,
-            should_stop=lambda: watcher.done or (should_stop is not None and should_stop()))
+            should_stop=lambda: watcher.done or (should_stop is not None and should_stop()),
+            request_key=request_key, time_budget_ms=time_budget_ms)
         timings["model_ms"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         text_out = postprocess(result.text, ctx, self.config.max_lines)
