@@ -104,7 +104,8 @@ class PipelineCompleter:
             found = self._pipelines.get(root)
             if found is None or found[0] is not lm:
                 index = self._indexes.get(root) if root else None
-                pipeline = CompletionPipeline(lm, index, PipelineConfig(), self._recent.get(root) if root else None)
+                config = PipelineConfig(anchor_window=True)
+                pipeline = CompletionPipeline(lm, index, config, self._recent.get(root) if root else None)
                 self._pipelines[root] = (lm, pipeline)
                 return pipeline
             return found[1]
