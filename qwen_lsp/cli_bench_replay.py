@@ -31,6 +31,8 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--draft-max", type=int, default=8)
     group.add_argument("--limit", type=int, default=None, help="replay only the first N requests")
     group.add_argument("--prefix-lines", type=int, default=96)
+    group.add_argument("--suffix-lines", type=int, default=8,
+                       help="lines after the cursor (recomputed on every keystroke; the server's CPU profile is ~4)")
     group.add_argument("--context-chars", type=int, default=6000, help="characters of other files in the prompt")
     group.add_argument("--cache-mib", type=float, default=512.0, help="prefix cache budget")
 
@@ -58,7 +60,8 @@ def run_replay(args: argparse.Namespace) -> int:
     for model in args.models:
         lm = load_model(model, threads=args.threads, progress=False)
         requests = requests_from_trace(trace, lm.tokenizer, prefix_lines=args.prefix_lines,
-                                       context_chars=args.context_chars, limit=args.limit)
+                                       suffix_lines=args.suffix_lines, context_chars=args.context_chars,
+                                       limit=args.limit)
         engines = {mode: make_engine(lm, mode, draft, args.cache_mib, args.draft_initial, args.draft_max)
                    for mode in modes}
         measured = replay(engines, requests, config, lambda mode, m: _print_measure(model, mode, m))
