@@ -124,7 +124,7 @@ class Engine:
             if found is not None:
                 self.prefix_cache.unpin(found)
         result.timings["reused_prompt_tokens"] = served
-        result.timings["computed_prompt_tokens"] = len(prompt_ids) - served
+        result.timings["computed_prompt_tokens"] = min(len(prompt_ids), self.cache.length) - served
         return result
 
     def _restore(self, prompt_ids: list[int]):

@@ -33,12 +33,15 @@ class GenerationResult:
 
 
 def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
-            should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = ()) -> torch.Tensor | None:
-    """Run `ids` after the cache's contents in chunks; logits of the last token, or None if cancelled.
+            should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = (),
+            deadline: float | None = None) -> torch.Tensor | None:
+    """Run `ids` after the cache's contents in chunks; logits of the last token, or None if stopped.
 
-    A recurrent cache (`HybridCache`) is cut at every multiple of `chunk`, at the positions
-    `snapshot_at` and before the last token, and snapshotted after each piece: the points a later
-    request sharing the prefix resumes from.
+    `should_stop` is polled before every chunk, `deadline` between chunks (a spent budget still
+    computes one chunk). The chunks computed before a stop stay in the cache. A recurrent cache
+    (`HybridCache`) is cut at every multiple of `chunk`, at the positions `snapshot_at` and before
+    the last token, and snapshotted after each piece: the points a later request sharing the
+    prefix resumes from.
     """
     start, end = cache.length, cache.length + len(ids)
     recurrent = isinstance(cache, HybridCache)
@@ -48,8 +51,8 @@ def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
     else:
         cuts = [*range(start + chunk, end, chunk), end]
     logits = None
-    for cut in cuts:
-        if should_stop is not None and should_stop():
+    for index, cut in enumerate(cuts):
+        if (should_stop is not None and should_stop()) or (index > 0 and _past(deadline)):
             return None
         piece = torch.tensor(ids[cache.length - start : cut - start], dtype=torch.long)
         logits = model.forward(piece, cache, last_only=True)[-1]
@@ -74,7 +77,9 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
 
     With a `drafter`, each step verifies the drafted tokens in one forward pass (exact: see
     `speculative`). Past `deadline` (a `time.perf_counter()` value) generation ends at the next
-    newline. On return the cache holds KV for a prefix of prompt + generated tokens.
+    newline; a deadline passed during the prefill ends it at the next chunk with no tokens
+    ("time_budget"), as cancellation does. On return the cache holds KV for a prefix of prompt +
+    generated tokens (the chunks prefilled so far, when stopped early).
     """
     if not prompt_ids:
         raise ValueError("the prompt is empty")
@@ -96,10 +101,12 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
     reused = cache.length
     result = GenerationResult(text="", token_ids=[], prompt_tokens=len(prompt_ids), stop_reason="max_tokens")
     result.timings.update(drafted_tokens=0, accepted_tokens=0, verify_steps=0)
-    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop, config.snapshot_at)
+    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop,
+                     config.snapshot_at, deadline)
     result.prefill_ms = (time.perf_counter() - started) * 1000
     if logits is None or config.max_new_tokens == 0:
-        result.stop_reason = "cancelled" if logits is None else "max_tokens"
+        stopped = "cancelled" if should_stop is not None and should_stop() else "time_budget"
+        result.stop_reason = "max_tokens" if logits is not None else stopped
         result.total_ms = result.prefill_ms
         return result
 
@@ -144,6 +151,10 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
     return result
 
 
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() >= deadline
+
+
 class _Emitter:
     """Hands one chosen token to the result and the caller; says whether generation is over."""
 
@@ -168,7 +179,7 @@ class _Emitter:
         if len(result.token_ids) >= self.config.max_new_tokens:
             result.stop_reason = "max_tokens"
             return True
-        if self.deadline is not None and "\n" in piece and time.perf_counter() >= self.deadline:
+        if "\n" in piece and _past(self.deadline):
             result.stop_reason = "time_budget"
             return True
         return False

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from .cli_bench import add_bench_command
-from .cli_bench_replay import add_bench_replay_command
 from .cli_context import add_complete_command, add_eval_command
 from .cli_generate import add_generate_command
 from .cli_model import add_model_commands
@@ -28,7 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_complete_command(subparsers)
     add_eval_command(subparsers)
     add_bench_command(subparsers)
-    add_bench_replay_command(subparsers)
     return parser
 
 

@@ -25,6 +25,7 @@ RANDOM_CHUNK_LINES = 32
 STOP_STRINGS = ("<|endoftext|>", "<|file_sep|>", "<|fim_prefix|>", "<|fim_suffix|>",
                 "<|fim_middle|>", "<|im_end|>", "<|repo_name|>")
 _TOKEN_COUNT_CACHE = 8192
+_ANCHORS = 256  # files whose last window start is remembered
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class PipelineConfig:
     strategy: str = "repo"  # repo | none | random-chunks
     max_new_tokens: int = 64
     max_lines: int = 16
+    prefill_chunk: int = 64  # tokens between cancellation checks during the prefill
+    anchor_window: bool = False  # keep each file's window start while it fits (see local_window)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class CompletionPipeline:
         self._counts: OrderedDict[str, int] = OrderedDict()
         self.retriever = ContextRetriever(index, self.count_tokens, recent) if index else None
         self._last_context: tuple[tuple, RetrievalResult] | None = None
+        self._anchors: OrderedDict[str, int] = OrderedDict()
 
     def count_tokens(self, text: str) -> int:
         """Tokens of the model's own tokenizer (memoised: lines repeat between keystrokes)."""
@@ -83,7 +87,13 @@ class CompletionPipeline:
         col = max(0, min(col, len(lines[line])))
         rel = (self.index.relpath(path) if self.index else None) or path.replace("\\", "/")
         started = time.perf_counter()
-        window = local_window(text, line, col, self.count_tokens, self.config.budgets)
+        window = local_window(text, line, col, self.count_tokens, self.config.budgets,
+                              self._anchors.get(rel) if self.config.anchor_window else None)
+        if self.config.anchor_window:
+            self._anchors[rel] = window.start_line
+            self._anchors.move_to_end(rel)
+            if len(self._anchors) > _ANCHORS:
+                self._anchors.popitem(last=False)
         timings["window_ms"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         snippets: list[Snippet] = []
@@ -101,8 +111,14 @@ class CompletionPipeline:
         return prompt, window, timings
 
     def complete(self, path: str, text: str, line: int, col: int,
-                 should_stop: Callable[[], bool] | None = None) -> Suggestion:
-        """A suggestion for the cursor at (line, col) of ``text`` (the buffer of ``path``)."""
+                 should_stop: Callable[[], bool] | None = None, *, request_key: object = None,
+                 time_budget_ms: float | None = None) -> Suggestion:
+        """A suggestion for the cursor at (line, col) of ``text`` (the buffer of ``path``).
+
+        ``request_key`` and ``time_budget_ms`` go to the engine: a newer request with the same key
+        preempts this one; a spent budget ends generation at the next newline (or, during the
+        prefill, at the next chunk with an empty suggestion, the chunks done kept for the next one).
+        """
         from inference import GenerationConfig
 
         started_all = time.perf_counter()
@@ -118,10 +134,11 @@ class CompletionPipeline:
         watcher = EarlyStop(ctx, multiline, self.config.max_lines)
         started = time.perf_counter()
         result = self.lm.generate(
-            prompt.ids, GenerationConfig(max_new_tokens=self.config.max_new_tokens,
-                                         temperature=0.0, stop_strings=STOP_STRINGS),
+            prompt.ids, GenerationConfig(max_new_tokens=self.config.max_new_tokens, temperature=0.0,
+                                         stop_strings=STOP_STRINGS, prefill_chunk=self.config.prefill_chunk),
             on_token=watcher.on_token,
-            should_stop=lambda: watcher.done or (should_stop is not None and should_stop()))
+            should_stop=lambda: watcher.done or (should_stop is not None and should_stop()),
+            request_key=request_key, time_budget_ms=time_budget_ms)
         timings["model_ms"] = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         text_out = postprocess(result.text, ctx, self.config.max_lines)
@@ -131,10 +148,10 @@ class CompletionPipeline:
 
     def _context(self, rel: str, text: str, lines: list[str], line: int, col: int,
                  window: Window) -> RetrievalResult:
-        """Retrieval, reused while only the cursor's own line changes (keeps the cache warm)."""
-        outside = "\n".join(lines[:line] + lines[line + 1:])
-        key = (rel, line, window.start_line, hashlib.blake2b(outside.encode("utf-8", "replace"),
-                                                             digest_size=16).digest())
+        """Retrieval, reused while the window keeps its start and the file above it is unchanged:
+        the context part of the prompt then stays the same and the prefix cache keeps it warm."""
+        above = "\n".join(lines[:window.start_line])
+        key = (rel, window.start_line, hashlib.blake2b(above.encode("utf-8", "replace"), digest_size=16).digest())
         if self._last_context and self._last_context[0] == key:
             return self._last_context[1]
         result = self.retriever.retrieve(rel, text, line, col, (window.start_line, window.end_line),

@@ -77,8 +77,13 @@ class Prompt:
 
 
 def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], int],
-                 budgets: Budgets) -> Window:
-    """The prefix/suffix around the cursor, sized in tokens, whole lines except at the cursor."""
+                 budgets: Budgets, anchor: int | None = None) -> Window:
+    """The prefix/suffix around the cursor, sized in tokens, whole lines except at the cursor.
+
+    ``anchor`` is the start line of the previous window in this file: it is kept while the
+    prefix from it still fits the budget and fills at least half of it, so moving around nearby
+    does not move the start of the prompt (what the runtime's prefix cache reuses).
+    """
     lines = text.split("\n")
     line = max(0, min(line, len(lines) - 1))
     col = max(0, min(col, len(lines[line])))
@@ -90,7 +95,7 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
     while current_suffix and count_tokens(current_suffix) > budgets.suffix_tokens:
         current_suffix = current_suffix[: len(current_suffix) * 3 // 4]
 
-    used = count_tokens(current_prefix)
+    used = used_at_cursor = count_tokens(current_prefix)
     start = line
     while start > 0:
         cost = count_tokens(lines[start - 1] + "\n")
@@ -100,6 +105,8 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         start -= 1
     if start > 0:  # snap forward so the window start stays put while the user types
         start = min(line, -(-start // WINDOW_SNAP_LINES) * WINDOW_SNAP_LINES)
+    if anchor is not None and anchor != start and _anchor_fits(lines, anchor, line, used_at_cursor, count_tokens, budgets):
+        start = anchor
     prefix = "\n".join(lines[start:line] + [current_prefix])
 
     suffix_parts = [current_suffix]
@@ -113,6 +120,19 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         used += cost
         end += 1
     return Window(start, end, prefix, "\n".join(suffix_parts))
+
+
+def _anchor_fits(lines: list[str], anchor: int, line: int, used: int, count_tokens: Callable[[str], int],
+                 budgets: Budgets) -> bool:
+    """Whether a window from line ``anchor`` to the cursor fills half to all of the prefix budget
+    (``used``: the tokens of the cursor line's part before the cursor)."""
+    if not 0 <= anchor <= line:
+        return False
+    for index in range(anchor, line):
+        used += count_tokens(lines[index] + "\n")
+        if used > budgets.prefix_tokens:
+            return False
+    return anchor == 0 or used * 2 >= budgets.prefix_tokens
 
 
 def group_snippets(snippets: list[Snippet]) -> list[tuple[str, list[Snippet]]]:

@@ -29,8 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def server_command(model: str, python: str) -> list[str]:
-    if model.startswith("fake?"):  # the scripted model of the tests: the server's own overhead
-        return [python, str(REPO / "tests" / "fake_server.py"), "--model", model]
     return [python, "-m", "qwen_lsp.server", "--model", model]
 
 
@@ -71,7 +69,7 @@ async def replay(args: argparse.Namespace) -> dict:
     def on_show(params):
         print(f"server: {params.message}", file=sys.stderr)
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), OMP_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(args.threads))
     await client.start_io(*server_command(args.model, sys.executable), env=env)
     init_options = {"timeBudgetMs": args.time_budget_ms, "maxTokens": args.max_tokens, "contextBudget": args.context_budget}
     await client.initialize_async(types.InitializeParams(
@@ -158,7 +156,7 @@ async def replay(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help='model spec for the server (or "fake?..." for the scripted model)')
+    parser.add_argument("--model", required=True, help="model spec for the server")
     parser.add_argument("--file", default=str(REPO / "qwen_lsp" / "server" / "debounce.py"))
     parser.add_argument("--workspace", help="workspace root (default: the file's directory)")
     parser.add_argument("--lines", type=int, default=4)

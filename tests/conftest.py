@@ -68,3 +68,9 @@ def real_gguf() -> Path:
 def real_gguf_path(real_gguf) -> str:
     """The real default model's path as a string."""
     return str(real_gguf)
+
+
+@pytest.fixture(scope="session")
+def tiny_server_model(tiny_model_dir) -> str:
+    """The tiny random Qwen2 with a long context, as the server's ``--model`` (mechanics tests)."""
+    return str(tiny_model_dir("qwen2_long"))

@@ -67,7 +67,7 @@ class FakeModel:
         self.prompts: list[list[int]] = []
         self.stop_reasons: list[str] = []
 
-    def generate(self, prompt_ids, config, on_token=None, should_stop=None):
+    def generate(self, prompt_ids, config, on_token=None, should_stop=None, request_key=None, time_budget_ms=None):
         self.prompts.append(list(prompt_ids))
         reply = self.reply(self.tokenizer.decode(prompt_ids)) if callable(self.reply) else self.reply
         text, reason = "", "eos"

@@ -1,7 +1,7 @@
 """Starting the real server process behind a pytest-lsp client, for the server tests.
 
-``fake_spec`` gives a scripted model (see fake_runtime.py); the tiny random Qwen2 fixture and
-the real GGUF plug in through the same ``model`` argument of ``lsp_session``.
+The model is the tiny random Qwen2 (``tiny_server_model`` fixture: mechanics) or the real GGUF
+(a right answer), given to ``lsp_session`` as the server's ``--model``.
 """
 
 from __future__ import annotations
@@ -11,22 +11,14 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlencode
 
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 REPO = Path(__file__).resolve().parent.parent
-FAKE_SERVER = str(Path(__file__).resolve().parent / "fake_server.py")
-
-
-def fake_spec(**params) -> str:
-    return "fake?" + urlencode(params)
 
 
 def server_command(model: str, *extra: str) -> list[str]:
-    if model.startswith("fake?"):
-        return [sys.executable, FAKE_SERVER, "--model", model, *extra]
     return [sys.executable, "-m", "qwen_lsp.server", "--model", model, *extra]
 
 
@@ -99,8 +91,37 @@ def inline_params(uri: str, line: int, col: int, explicit: bool = False) -> type
 
 
 async def stats(client: LanguageClient) -> dict:
-    result = await client.protocol.send_request_async("qwenLsp/stats", {})
-    return result._asdict() if hasattr(result, "_asdict") else dict(result)
+    """The server's ``qwenLsp/stats`` counters as plain dicts."""
+    return _plain(await client.protocol.send_request_async("qwenLsp/stats", {}))
+
+
+def _plain(value):
+    """pygls hands unknown JSON objects back as named tuples; these tests want dicts."""
+    if hasattr(value, "_asdict"):
+        return {key: _plain(item) for key, item in value._asdict().items()}
+    return dict(value) if isinstance(value, dict) else value
+
+
+_UNIT_CODECS = {"utf-8": ("utf-8", 1), "utf-16": ("utf-16-le", 2), "utf-32": ("utf-32-le", 4)}
+
+
+def units(text: str, encoding: str = "utf-16") -> int:
+    """The length of ``text`` in the code units of an LSP position encoding."""
+    codec, size = _UNIT_CODECS[encoding]
+    return len(text.encode(codec)) // size
+
+
+def unit_slice(line: str, start: int, end: int | None = None, encoding: str = "utf-16") -> str:
+    """``line[start:end]`` with start and end in the code units of an LSP position encoding."""
+    codec, size = _UNIT_CODECS[encoding]
+    data = line.encode(codec)
+    return data[size * start : None if end is None else size * end].decode(codec)
+
+
+def apply_item(line: str, item: types.InlineCompletionItem, encoding: str = "utf-16") -> str:
+    """The cursor's line after accepting ``item`` (its range lies on that line)."""
+    return (unit_slice(line, 0, item.range.start.character, encoding) + item.insert_text
+            + unit_slice(line, item.range.end.character, None, encoding))
 
 
 def send_raw(client: LanguageClient, method: str, params, msg_id: str) -> asyncio.Future:

@@ -63,10 +63,11 @@ def test_replay_reports_cache_and_speculation_measures(tiny_model_dir, repo):
 
 def test_bench_replay_command(tiny_model_dir, repo, tmp_path, capsys):
     out = tmp_path / "replay.json"
-    assert main(["bench-replay", "--make-trace-from", str(repo), "--files", "1", "--model",
-                 str(tiny_model_dir("qwen2")), "--modes", "plain,cache,ngram,draft", "--draft",
-                 str(tiny_model_dir("qwen3")), "--limit", "3", "--max-new-tokens", "4",
+    model = str(tiny_model_dir("qwen2"))
+    assert main(["bench", "--replay-repo", str(repo), "--files", "1", "--models", model,
+                 "--modes", "plain,cache,ngram,draft", "--draft",
+                 str(tiny_model_dir("qwen3")), "--limit", "3", "--new-tokens", "4",
                  "--context-chars", "0", "--prefix-lines", "6", "--json-out", str(out)]) == 0
-    summaries = json.loads(out.read_text())["summaries"]
+    summaries = json.loads(out.read_text())["models"][model]["summaries"]
     assert set(summaries) == {"plain", "cache", "ngram", "draft"} and summaries["draft"]["identical"]
     assert "latency_ms_p50" in capsys.readouterr().out

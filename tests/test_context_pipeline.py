@@ -97,3 +97,26 @@ def test_real_model_completes_with_repo_context(workspace):
     assert "<|" not in suggestion.text and "\n" not in suggestion.text
     assert suggestion.text.strip()
     assert suggestion.timings["context_ms"] < 1000
+
+
+def test_anchored_window_keeps_the_prompt_start_while_the_cursor_moves_within_it(workspace, tiny_model_dir):
+    from inference import load_model
+
+    index = WorkspaceIndex(workspace)
+    index.index_all()
+    body = "".join(f"    total_{i} = slugify('post {i}')\n" for i in range(300))
+    text = MAIN + "\n\ndef many(post):\n" + body + "    return total_0\n"
+    path = str(workspace / "blog/main.py")
+    lines = text.split("\n")
+    pipeline = CompletionPipeline(load_model(tiny_model_dir("qwen2")), index,
+                                  PipelineConfig(budgets=Budgets(prefix_tokens=2000), anchor_window=True))
+    first, window, _ = pipeline.build_prompt(path, text, len(lines) - 3, 4)
+    moved, moved_window, _ = pipeline.build_prompt(path, text, len(lines) - 8, 4)
+    assert moved_window.start_line == window.start_line
+    assert moved.ids[:first.context_end] == first.ids[:first.context_end]  # the same repo context
+    shared = next(i for i, (a, b) in enumerate(zip(moved.ids, first.ids)) if a != b)
+    above = "\n".join(lines[window.start_line:len(lines) - 8])
+    assert shared >= first.context_end + len(pipeline.lm.tokenizer.encode(above)) - 1  # and window up to the cursor
+    fresh, fresh_window, _ = CompletionPipeline(pipeline.lm, index, PipelineConfig(budgets=Budgets(prefix_tokens=2000))) \
+        .build_prompt(path, text, len(lines) - 8, 4)
+    assert fresh_window.start_line != window.start_line  # without the anchor the start would have moved

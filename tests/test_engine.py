@@ -98,6 +98,38 @@ def test_a_spent_time_budget_stops_at_the_next_newline(lm):
     assert checked > 0
 
 
+def _long_prompt(lm, tokens: int) -> list[int]:
+    words = lm.tokenizer.encode(" ".join(PROMPTS))
+    return (words * (tokens // len(words) + 1))[:tokens]
+
+
+def test_cancelling_during_the_prefill_stops_within_one_chunk_and_keeps_the_chunks_done(lm):
+    engine = _plain(lm)
+    chunked = GenerationConfig(max_new_tokens=8, stop_ids=frozenset(), prefill_chunk=32)
+    ids = _long_prompt(lm, 300)
+    # cancelled once two chunks are in: the prefill stops at the next chunk boundary
+    cancelled = engine.generate(ids, chunked, should_stop=lambda: engine.cache.length >= 2 * 32)
+    assert cancelled.stop_reason == "cancelled" and cancelled.token_ids == []
+    hits = engine.prefix_cache.stats.hits
+    again = engine.generate(ids, chunked)
+    assert again.timings["reused_prompt_tokens"] == 2 * 32
+    assert engine.prefix_cache.stats.hits == hits + 1
+    assert again.token_ids == _plain(lm, reuse_prefix=False).generate(ids, chunked).token_ids
+
+
+def test_a_time_budget_spent_during_the_prefill_ends_it_empty_and_the_next_request_goes_on(lm):
+    engine = _plain(lm)
+    chunked = GenerationConfig(max_new_tokens=8, stop_ids=frozenset(), prefill_chunk=32)
+    ids = _long_prompt(lm, 300)
+    first = engine.generate(ids, chunked, time_budget_ms=0)
+    assert first.stop_reason == "time_budget" and first.token_ids == []
+    second = engine.generate(ids, chunked, time_budget_ms=0)
+    assert second.timings["reused_prompt_tokens"] == 32  # one chunk per spent budget
+    assert second.stop_reason == "time_budget"
+    finished = engine.generate(ids, chunked)
+    assert finished.timings["reused_prompt_tokens"] == 64 and finished.token_ids
+
+
 def test_async_callers_get_streamed_tokens_and_the_result(lm):
     engine = Engine(lm.model, lm.tokenizer)
 

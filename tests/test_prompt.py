@@ -108,3 +108,19 @@ def test_huge_lines_are_cut_to_the_budget():
     window = local_window(line, 0, len(line) // 2, count(tok), Budgets(prefix_tokens=100, suffix_tokens=20))
     assert len(tok.encode(window.prefix)) <= 100 and len(tok.encode(window.suffix)) <= 20
     assert window.prefix and window.suffix
+
+
+def test_window_start_stays_anchored_while_the_cursor_moves_nearby():
+    tok = tokenizer()
+    budgets = Budgets(prefix_tokens=300)
+    first = local_window(DOC, CURSOR_LINE, 0, count(tok), budgets)
+    back = CURSOR_LINE - 10
+    anchored = local_window(DOC, back, 0, count(tok), budgets, anchor=first.start_line)
+    free = local_window(DOC, back, 0, count(tok), budgets)
+    assert anchored.start_line == first.start_line != free.start_line
+    assert anchored.prefix == "\n".join(DOC.split("\n")[first.start_line:back] + [""])
+    # Too few lines left above the cursor (under half the budget), or too many: a fresh start.
+    near_top = local_window(DOC, first.start_line + 2, 0, count(tok), budgets, anchor=first.start_line)
+    assert near_top.start_line < first.start_line and len(tok.encode(near_top.prefix)) * 2 >= 300
+    far = local_window(DOC, CURSOR_LINE + 40, 0, count(tok), budgets, anchor=first.start_line)
+    assert far.start_line > first.start_line and len(tok.encode(far.prefix)) <= 300

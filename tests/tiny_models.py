@@ -33,6 +33,8 @@ CORPUS = [
 TINY_CONFIGS = {
     "qwen2": dict(model_type="qwen2", tie_word_embeddings=False),
     "qwen2_tied": dict(model_type="qwen2", tie_word_embeddings=True),
+    # the qwen2 weights with a long context: prompts whose prefill takes many chunks
+    "qwen2_long": dict(model_type="qwen2", tie_word_embeddings=False, max_position_embeddings=32768),
     "qwen3": dict(model_type="qwen3", head_dim=24),
     "qwen3_moe": dict(
         model_type="qwen3_moe", num_experts=6, num_experts_per_tok=2, moe_intermediate_size=24,

@@ -1,4 +1,4 @@
-"""Make a recorded-typing trace from any git repository, for `qwen-lsp bench-replay`.
+"""Make a recorded-typing trace from any git repository, for `qwen-lsp bench --replay`.
 
 A trace is JSON: the repository's name, the starting text of the files it touches (plus a few
 neighbours as context), and a list of edits at cursor positions. Two kinds of sessions per file:

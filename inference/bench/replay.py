@@ -1,8 +1,10 @@
 """Replay a typing trace (see `make_trace`) against the engine and measure each request.
 
 Prompts are repository-level FIM prompts in Qwen2.5-Coder's format: the context files, then the
-current file with the cursor. The file window starts at a line rounded down to a block (a third of the window), so the
-prompt before the cursor stays stable while the user types (what makes prefix reuse possible).
+current file with the cursor. The file window starts at a line rounded down to a block (a third of
+the window) and stays anchored there while the window from it holds half to twice the configured
+lines, so the prompt before the cursor stays stable while the user types and moves around nearby
+(what makes prefix reuse possible).
 Each mode replays the same requests on its own engine, taking turns; greedy decoding, so the speculative modes
 must produce the same tokens as plain decoding (checked, and reported as `identical`).
 """
@@ -41,12 +43,18 @@ class RequestMeasure:
     token_ids: list[int] = field(repr=False)
 
 
-def fim_prompt(repo: str, context: dict[str, str], path: str, text: str, cursor: int,
-               prefix_lines: int, suffix_lines: int) -> str:
-    """Qwen2.5-Coder repository-level FIM prompt."""
-    line = text.count("\n", 0, cursor)
+def window_start(line: int, prefix_lines: int, anchor: int | None = None) -> int:
+    """The file window's first line for a cursor on `line`: `anchor` (the previous start) while the
+    window from it holds half to twice `prefix_lines` lines, else `prefix_lines` up, rounded down to a block."""
+    if anchor is not None and anchor <= max(0, line - prefix_lines // 2) and line <= anchor + 2 * prefix_lines:
+        return anchor
     block = max(1, prefix_lines // 3)
-    first = max(0, (line - prefix_lines) // block * block)
+    return max(0, (line - prefix_lines) // block * block)
+
+
+def fim_prompt(repo: str, context: dict[str, str], path: str, text: str, cursor: int,
+               first: int, suffix_lines: int) -> str:
+    """Qwen2.5-Coder repository-level FIM prompt with the file window from line `first`."""
     start = 0
     for _ in range(first):
         start = text.index("\n", start) + 1
@@ -73,15 +81,16 @@ def requests_from_trace(trace: dict, tokenizer, *, prefix_lines: int = 96, suffi
         if used + len(files[p]) <= context_chars:
             context[p] = files[p]
             used += len(files[p])
-    requests, seen = [], set()
+    requests, seen, anchors = [], set(), {}
     for event in trace["events"]:
         text = files[event["path"]]
         offset = event["offset"]
         files[event["path"]] = text = text[:offset] + event["insert"] + text[offset + event["delete"]:]
         if not event["request"]:
             continue
-        prompt = fim_prompt(trace["repo"], context, event["path"], text, offset + len(event["insert"]),
-                            prefix_lines, suffix_lines)
+        cursor = offset + len(event["insert"])
+        first = anchors[event["path"]] = window_start(text.count("\n", 0, cursor), prefix_lines, anchors.get(event["path"]))
+        prompt = fim_prompt(trace["repo"], context, event["path"], text, cursor, first, suffix_lines)
         requests.append(ReplayRequest(event["kind"], event["path"], event["path"] not in seen,
                                       tokenizer.encode(prompt, parse_special=True)))
         seen.add(event["path"])

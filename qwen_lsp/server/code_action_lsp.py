@@ -79,11 +79,9 @@ async def resolve_edit(ls: QwenLanguageServer, data: dict[str, Any]) -> types.Wo
         ls.warn_user("refusing to write outside the workspace roots")
         return None
     version = doc.version
-    request = ls.request_for(doc, plan.offset, text=plan.text, max_new_tokens=max(_ACTION_TOKENS, ls.settings.max_tokens))
-    suggestions = await ls.suggestions.suggest(
-        request, version, explicit=True,
-        time_budget_s=_ACTION_TIME_FACTOR * ls.settings.time_budget_ms / 1000.0, lane=ls.actions_lane,
-    )
+    request = ls.request_for(doc, plan.offset, text=plan.text, max_new_tokens=max(_ACTION_TOKENS, ls.settings.max_tokens),
+                             time_budget_ms=_ACTION_TIME_FACTOR * ls.settings.time_budget_ms)
+    suggestions = await ls.suggestions.suggest(request, version, explicit=True, lane=ls.actions_lane)
     if not suggestions:
         return None
     return _workspace_edit(ls, doc, plan.finish(suggestions[0]))

@@ -22,6 +22,7 @@ class CompletionRequest:
     offset: int
     max_new_tokens: int
     context_budget: int  # prompt tokens in all
+    time_budget_ms: int | None = None  # the engine's time budget for this request
     candidates: int = 1
 
     @property

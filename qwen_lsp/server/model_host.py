@@ -1,7 +1,7 @@
 """Owns the model: loads it in the background and runs all model work on one thread.
 
 Work is submitted with a ``StopFlag``; queued work whose flag is set never starts, and running
-work sees the flag through the runtime's ``should_stop`` between tokens. A ``Lane`` keeps one
+work sees the flag through the runtime's ``should_stop`` between tokens and prefill chunks. A ``Lane`` keeps one
 live request: submitting to it stops the previous one (newest keystroke wins).
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
@@ -32,16 +31,10 @@ class Stopped(Exception):
 
 
 class StopFlag:
-    """Cooperative cancellation for one request, with an optional deadline."""
+    """Cooperative cancellation for one request (the time budget is the engine's)."""
 
-    def __init__(self, budget_s: float | None = None) -> None:
+    def __init__(self) -> None:
         self._event = threading.Event()
-        self._budget_s = budget_s
-        self._deadline: float | None = None
-
-    def start_clock(self) -> None:
-        if self._budget_s is not None:
-            self._deadline = time.monotonic() + self._budget_s
 
     def set(self) -> None:
         self._event.set()
@@ -51,8 +44,8 @@ class StopFlag:
         return self._event.is_set()
 
     def __call__(self) -> bool:
-        """True once cancelled or past the deadline (the runtime's ``should_stop``)."""
-        return self._event.is_set() or (self._deadline is not None and time.monotonic() > self._deadline)
+        """True once cancelled (the runtime's ``should_stop``)."""
+        return self._event.is_set()
 
 
 class Lane:
@@ -109,7 +102,6 @@ class ModelHost:
         def guarded() -> T:
             if flag.cancelled:
                 raise Stopped("superseded before start")
-            flag.start_clock()
             return job(lm, flag)
 
         loop = asyncio.get_running_loop()

@@ -1,7 +1,9 @@
 """The server's ``Completer``: the same CompletionPipeline as ``qwen-lsp complete``.
 
 One pipeline per workspace root (each with its own background WorkspaceIndex and recent
-regions); documents outside every root get the pipeline without repository context. Extra
+regions); documents outside every root get the pipeline without repository context. Edits to
+open documents reach the index before the next completion (not per keystroke: re-indexing a
+file costs more than typing a character should). Extra
 candidates, when asked for, are sampled from the same prompt and post-processed alike.
 """
 
@@ -33,7 +35,9 @@ class PipelineCompleter:
         self._indexes: dict[Path, WorkspaceIndex] = {}
         self._recent: dict[Path, RecentRegions] = {}
         self._pipelines: dict[Path | None, tuple[Any, CompletionPipeline]] = {}
+        self._edited: dict[str, str] = {}  # path -> latest unsaved text, not yet in the index
         self.last_prompt = ""  # the last prompt sent to the model, control tokens spelled out
+        self.last_generation: dict = {}  # what the engine reported for it (see generation_summary)
 
     # -- workspace ------------------------------------------------------------------------
 
@@ -66,10 +70,24 @@ class PipelineCompleter:
         root = self._root_of(path)
         if root is None:
             return
+        with self._lock:
+            self._edited.pop(path, None)
         if text is None:
             self._indexes[root].refresh_file(path)
         else:
             self._indexes[root].update_file(path, text)
+
+    def file_edited(self, path: str, text: str) -> None:
+        """An open document inside a root changed; the index takes it before the next completion."""
+        if self._root_of(path) is not None:
+            with self._lock:
+                self._edited[path] = text
+
+    def _index_edits(self) -> None:
+        with self._lock:
+            edited, self._edited = self._edited, {}
+        for path, text in edited.items():
+            self.file_changed(path, text)
 
     def touched(self, path: str | None, line: int, edited: bool) -> None:
         """Record where the user edited or looked (feeds the "recent" context)."""
@@ -86,20 +104,24 @@ class PipelineCompleter:
             found = self._pipelines.get(root)
             if found is None or found[0] is not lm:
                 index = self._indexes.get(root) if root else None
-                pipeline = CompletionPipeline(lm, index, PipelineConfig(), self._recent.get(root) if root else None)
+                config = PipelineConfig(anchor_window=True)
+                pipeline = CompletionPipeline(lm, index, config, self._recent.get(root) if root else None)
                 self._pipelines[root] = (lm, pipeline)
                 return pipeline
             return found[1]
 
     def complete(self, lm: Any, request: CompletionRequest, should_stop: Callable[[], bool]) -> list[str]:
+        self._index_edits()
         root = self._root_of(request.path)
         pipeline = self._pipeline(lm, root)
         pipeline.config = replace(pipeline.config, budgets=split_budget(request.context_budget),
                                   max_new_tokens=request.max_new_tokens)
         path = request.path or _virtual_path(request.uri, request.language_id)
         line, col = request.line_col
-        first = pipeline.complete(path, request.text, line, col, should_stop=should_stop)
+        first = pipeline.complete(path, request.text, line, col, should_stop=should_stop,
+                                  request_key=request.uri, time_budget_ms=request.time_budget_ms)
         self.last_prompt = first.prompt.text
+        self.last_generation = generation_summary(first.generation)
         results = [first.text] if first.text else []
         for seed in range(1, request.candidates):
             if should_stop():
@@ -115,8 +137,9 @@ class PipelineCompleter:
 
         stops = STOP_STRINGS if first.multiline else STOP_STRINGS + ("\n",)
         config = GenerationConfig(max_new_tokens=request.max_new_tokens, temperature=_SAMPLE_TEMPERATURE,
-                                            seed=seed, stop_strings=stops)
-        raw = lm.generate(first.prompt.ids, config, should_stop=should_stop).text
+                                  seed=seed, stop_strings=stops, prefill_chunk=pipeline.config.prefill_chunk)
+        raw = lm.generate(first.prompt.ids, config, should_stop=should_stop, request_key=request.uri,
+                          time_budget_ms=request.time_budget_ms).text
         before = "\n".join(request.prefix.split("\n")[-_CONTEXT_LINES:])
         after = "\n".join(request.suffix.split("\n")[:_CONTEXT_LINES])
         ctx = CursorContext(before, after, language_for_path(path), first.multiline)
@@ -125,6 +148,15 @@ class PipelineCompleter:
     def close(self) -> None:
         for root in list(self._indexes):
             self.remove_root(root)
+
+
+def generation_summary(result: Any) -> dict:
+    """The engine's account of one generation: why it stopped and how much of the prompt the
+    prefix cache served (for ``qwenLsp/stats``)."""
+    timings = result.timings
+    return dict(stop_reason=result.stop_reason, prompt_tokens=result.prompt_tokens,
+                reused_prompt_tokens=timings.get("reused_prompt_tokens", 0),
+                generated_tokens=len(result.token_ids))
 
 
 def split_budget(total: int) -> Budgets:

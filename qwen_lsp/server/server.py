@@ -169,7 +169,7 @@ class QwenLanguageServer(LanguageServer):
         return doc, offset
 
     def request_for(self, doc: Document, offset: int, *, candidates: int = 1, text: str | None = None,
-                    max_new_tokens: int | None = None) -> CompletionRequest:
+                    max_new_tokens: int | None = None, time_budget_ms: int | None = None) -> CompletionRequest:
         return CompletionRequest(
             uri=doc.uri,
             path=self.roots.path_of(doc.uri),
@@ -178,6 +178,7 @@ class QwenLanguageServer(LanguageServer):
             offset=offset,
             max_new_tokens=max_new_tokens or self.settings.max_tokens,
             context_budget=self.settings.context_budget,
+            time_budget_ms=time_budget_ms or self.settings.time_budget_ms,
             candidates=candidates,
         )
 
@@ -188,9 +189,7 @@ class QwenLanguageServer(LanguageServer):
             return None, 0, []
         doc, offset = found
         request = self.request_for(doc, offset, candidates=candidates)
-        suggestions = await self.suggestions.suggest(
-            request, doc.version, explicit=explicit, time_budget_s=self.settings.time_budget_ms / 1000.0
-        )
+        suggestions = await self.suggestions.suggest(request, doc.version, explicit=explicit)
         if suggestions:
             self.last_shown[uri] = (request, suggestions)
         return doc, offset, suggestions
@@ -237,13 +236,19 @@ def build_server(settings: Settings | None = None) -> QwenLanguageServer:
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: QwenLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
         uri = params.text_document.uri
-        if ls.documents.change(params, ls.encoding) is None:
+        doc = ls.documents.change(params, ls.encoding)
+        if doc is None:
             log.warning("didChange for unopened %s ignored", uri)
             return
         ls.suggestions.debounce.keystroke(uri, time.monotonic())
-        first = params.content_changes[0] if params.content_changes else None
-        if first is not None and getattr(first, "range", None) is not None:
-            ls.completer.touched(ls.roots.path_of(uri), first.range.start.line, edited=True)
+        path = ls.roots.path_of(uri)
+        if path is None:
+            return
+        for change in params.content_changes:
+            if getattr(change, "range", None) is not None:
+                ls.completer.touched(path, change.range.start.line, edited=True)
+        if len(doc.text) <= ls.settings.max_file_bytes:
+            ls.completer.file_edited(path, doc.text)
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=True))
     def did_save(ls: QwenLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
@@ -333,12 +338,13 @@ def build_server(settings: Settings | None = None) -> QwenLanguageServer:
         text = info.get("text")
         if shown and isinstance(text, str) and text in shown[1]:
             follow_up = ls.suggestions.after_accept(shown[0], text)
-            ls.spawn(ls.suggestions.precompute(follow_up, ls.settings.time_budget_ms / 1000.0))
+            ls.spawn(ls.suggestions.precompute(follow_up))
 
     @server.feature(STATS_REQUEST)
     def stats(ls: QwenLanguageServer, params: Any) -> dict:
         return {**ls.suggestions.counters.as_dict(), "cache_entries": len(ls.suggestions.cache),
-                "documents": len(ls.documents), "state": ls.status.state}
+                "documents": len(ls.documents), "state": ls.status.state,
+                "last_generation": ls.completer.last_generation}
 
     @server.feature(LAST_PROMPT_REQUEST)
     def last_prompt(ls: QwenLanguageServer, params: Any) -> dict:

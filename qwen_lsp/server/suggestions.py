@@ -62,7 +62,7 @@ class SuggestionService:
         self._running = 0
 
     async def suggest(
-        self, request: CompletionRequest, version: int, *, explicit: bool, time_budget_s: float, lane: Lane | None = None
+        self, request: CompletionRequest, version: int, *, explicit: bool, lane: Lane | None = None
     ) -> list[str] | None:
         """Suggestions for ``request`` taken at document ``version``; None when stale."""
         self.counters.requests += 1
@@ -78,7 +78,7 @@ class SuggestionService:
             if self._version_of(request.uri) != version:
                 self.counters.dropped_stale += 1
                 return None
-        flag = (lane or self.typing_lane).replace(StopFlag(time_budget_s))
+        flag = (lane or self.typing_lane).replace(StopFlag())
         suggestions = await self._generate(request, flag)
         if suggestions is None:
             return None
@@ -87,11 +87,11 @@ class SuggestionService:
             return None
         return suggestions
 
-    async def precompute(self, request: CompletionRequest, time_budget_s: float) -> None:
+    async def precompute(self, request: CompletionRequest) -> None:
         """Fill the cache for a cursor the user is likely to reach (after accepting a suggestion)."""
         if not self.host.ready or self.host.busy or self.cache.get(request.uri, request.prefix, request.suffix):
             return
-        flag = self.precompute_lane.replace(StopFlag(time_budget_s))
+        flag = self.precompute_lane.replace(StopFlag())
         if await self._generate(request, flag):
             self.counters.precomputed += 1
 
@@ -117,7 +117,8 @@ class SuggestionService:
         if flag.cancelled:
             self.counters.cancelled += 1
             return None
-        self.cache.put(request.uri, request.prefix, request.suffix, suggestions)
+        if suggestions:  # nothing may mean "out of time": the next request goes on where this one stopped
+            self.cache.put(request.uri, request.prefix, request.suffix, suggestions)
         return suggestions
 
     def after_accept(self, request: CompletionRequest, accepted: str) -> CompletionRequest:
