@@ -188,18 +188,59 @@ def drop_repeated_lines(lines: list[str]) -> list[str]:
 
 
 def balance_brackets(text: str, ctx: CursorContext) -> str:
-    """Drop trailing closers that the rest of the line already supplies."""
-    rest = ctx.line_suffix
-    while text and text.rstrip()[-1:] in CLOSERS:
-        closer = text.rstrip()[-1]
-        opener = PAIRS[closer]
-        whole = ctx.line_prefix + text + rest
-        if whole.count(closer) > whole.count(opener) and rest.lstrip().startswith(closer):
-            text = text.rstrip()[:-1]
-        else:
-            break
+    """Cut where the completion closes a bracket that the rest of the line already closes:
+    `f(` + `x) or (` before `)` gives `x`; `max(1, f(` + `len(items))` before `)` keeps both."""
+    open_before = len(_unclosed(ctx.line_prefix))
+    closed_after = _closers_at_depth_zero(ctx.line_suffix)
+    allowance = max(0, open_before - closed_after)
+    depth = 0
+    for i, char in _code_chars(text):
+        if char in OPENERS:
+            depth += 1
+        elif char in CLOSERS:
+            if depth > 0:
+                depth -= 1
+            elif allowance > 0:
+                allowance -= 1
+            else:
+                return text[:i].rstrip() if closed_after else text
     return text
 
+
+def _code_chars(text: str):
+    """(index, char) outside string literals (a simple quote tracker, escapes respected)."""
+    quote, escaped = "", False
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote and not escaped else quote
+            escaped = char == "\\" and not escaped
+        elif char in "\"'":
+            quote = char
+        else:
+            yield i, char
+
+
+def _unclosed(text: str) -> list[str]:
+    stack: list[str] = []
+    for _, char in _code_chars(text):
+        if char in OPENERS:
+            stack.append(char)
+        elif char in CLOSERS and stack:
+            stack.pop()
+    return stack
+
+
+def _closers_at_depth_zero(text: str) -> int:
+    depth, closed = 0, 0
+    for _, char in _code_chars(text):
+        if char in OPENERS:
+            depth += 1
+        elif char in CLOSERS:
+            if depth:
+                depth -= 1
+            else:
+                closed += 1
+    return closed
 
 
 class EarlyStop:
