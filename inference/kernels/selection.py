@@ -8,7 +8,7 @@ and torch version in `<cache_dir>/kernel-choices.json`, so later loads skip the 
 Only candidates that reproduce the file's values compete unless `QWEN_LSP_LOSSY_KERNELS=1` (per-row
 int8 re-rounding measured 84% greedy agreement on real code: too lossy by default);
 `QWEN_LSP_KERNEL=<name>` forces one candidate where it applies. A file-mapped weight's pages are
-released once its kernel holds its own copy.
+released once its kernel holds its own copy (not when the kernel reads the file's blocks in place).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _median_seconds(call) -> float:
 def choose_kernel(tensor: CheckpointTensor) -> LinearKernel | None:
     """The fastest applicable kernel for a quantized weight (measured once per type/shape/CPU)."""
     kernel = _choose(tensor)
-    if kernel is not None and tensor.file_mapped:
+    if kernel is not None and tensor.file_mapped and not kernel.reads_checkpoint_in_place:
         release_file_pages(tensor.data)
     return kernel
 
