@@ -68,3 +68,14 @@ def real_gguf() -> Path:
 def real_gguf_path(real_gguf) -> str:
     """The real default model's path as a string."""
     return str(real_gguf)
+
+
+@pytest.fixture(scope="session")
+def native_ops():
+    """The native GGML-block ops, built once into the qwen-lsp cache (skips where no compiler works)."""
+    from inference.kernels.native_build import native_ops as load
+
+    ops = load()
+    if ops is None:
+        pytest.skip("native kernels could not be built here")
+    return ops

@@ -2,8 +2,9 @@
 
 Built once per (source, torch version, CPU, compiler) into `<cache_dir>/native/` with
 ``-march=native`` (the instruction sets this CPU has, nothing assumed), under a file lock so
-concurrent processes build it once, then loaded as the `torch.ops.qwen_ggml` ops. Without a
-working compiler (`$CXX`, default ``c++``) one warning is logged and the other kernels are used.
+concurrent processes build it once, then loaded as the `torch.ops.qwen_ggml` ops. `$CXX` names the
+compiler (default ``c++``), `$CXXFLAGS` adds flags. Without a working compiler one warning is
+logged and the other kernels are used.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def compile_command(output: Path) -> list[str]:
         compiler(), "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20", "-w",
         f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-isystem", str(torch_dir / "include"), str(SOURCE),
         "-L", str(torch_dir / "lib"), "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_dir / 'lib'}", "-o", str(output),
+        *os.environ.get("CXXFLAGS", "").split(),
     ]
 
 
