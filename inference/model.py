@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .kernels.expert_stack import ExpertStack
+from .kernels.native_experts import NativeExperts
 from .kv_cache import KVCache
 from .linear import KernelFactory, LinearKernel, make_embedding, make_linear
 from .rope import RotaryEmbedding
@@ -84,11 +85,11 @@ class MixtureOfExperts:
 
     Only the selected experts' weights are read. Several tokens are grouped by expert, so each
     expert's weights are read once per pass. With an `ExpertStack` (dense experts) a decode step
-    takes two matmuls per selected expert.
+    takes two matmuls per selected expert; with `NativeExperts` one native call in all.
     """
 
     def __init__(self, router: LinearKernel, experts: list[GatedMLP], top_k: int, norm_topk_prob: bool,
-                 stack: ExpertStack | None = None):
+                 stack: ExpertStack | NativeExperts | None = None):
         self.router, self.experts, self.stack = router, experts, stack
         self.top_k, self.norm_topk_prob = top_k, norm_topk_prob
 
@@ -211,6 +212,7 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32,
                 experts = [GatedMLP(*stack.expert_kernels(e)) for e in range(config.num_experts)]
             else:
                 experts = [GatedMLP(*parts) for parts in zip(gates, ups, downs)]
+                stack = NativeExperts.from_kernels(gates, ups, downs)
             del projections, gates, ups, downs
             ffn = MixtureOfExperts(
                 linear(p + "ffn_gate_inp.weight"), experts, config.num_experts_per_token, config.norm_topk_prob, stack

@@ -39,7 +39,7 @@ def allowed_candidates() -> list[Candidate]:
 
 
 def measured_cost(kernel: LinearKernel, give_up_after: float = float("inf")) -> float:
-    """Seconds for a typical completion's calls through `kernel` (median of a few runs)."""
+    """Seconds for a typical completion's calls through `kernel` (fastest of a few runs: least disturbed by load)."""
     one = torch.randn(1, kernel.in_features)
     batch = torch.randn(BATCH, kernel.in_features)
     kernel(one)
@@ -47,18 +47,18 @@ def measured_cost(kernel: LinearKernel, give_up_after: float = float("inf")) -> 
     kernel(one)
     if (time.perf_counter() - first) * DECODED_TOKENS > give_up_after:
         return float("inf")
-    decode = _median_seconds(lambda: kernel(one))
-    prefill = _median_seconds(lambda: kernel(batch))
+    decode = _fastest_seconds(lambda: kernel(one))
+    prefill = _fastest_seconds(lambda: kernel(batch))
     return decode * DECODED_TOKENS + prefill * PROMPT_TOKENS / BATCH
 
 
-def _median_seconds(call) -> float:
+def _fastest_seconds(call) -> float:
     times = []
     for _ in range(_REPEATS):
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+    return min(times)
 
 
 def choose_kernel(tensor: CheckpointTensor) -> LinearKernel | None:

@@ -4,6 +4,7 @@
 // for Q8_0/Q5_0, per-256 scale with per-16 sums for the k-quants) and dotted with the weight blocks
 // in integers, as llama.cpp does. Many tokens (prefill): a tile of weight rows is dequantized to
 // fp32 and multiplied with BLAS, so no dense copy of the weight outlives the call.
+// A MoE decode step runs all selected experts in one call (expert_mlp).
 // Work is split over output rows with at::parallel_for (torch's own thread pool).
 // AVX2 (+FMA, F16C) code where the compiler targets it; plain C++ otherwise.
 
@@ -575,6 +576,34 @@ at::Tensor float_rows(const at::Tensor& x, int64_t in_features) {
   return x.contiguous();
 }
 
+// Bytes of one quantized activation row of k values, for weights of `qtype`.
+size_t activation_bytes(int64_t qtype, int64_t k) {
+  const int64_t blocks = k / geometry(qtype).values;
+  return k_quant(qtype) ? sizeof(Act256) * blocks : sizeof(Act32) * blocks;
+}
+
+// m rows of k floats (row stride `stride`) quantized for dot products with `qtype` weights.
+std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, int64_t stride, int64_t qtype) {
+  const size_t bytes = activation_bytes(qtype, k);
+  std::vector<uint8_t> acts(bytes * m);
+  for (int64_t i = 0; i < m; ++i) {
+    if (k_quant(qtype))
+      quantize_act256(x + i * stride, k, reinterpret_cast<Act256*>(acts.data() + i * bytes));
+    else
+      quantize_act32(x + i * stride, k, reinterpret_cast<Act32*>(acts.data() + i * bytes));
+  }
+  return acts;
+}
+
+float dot_one(int64_t qtype, const uint8_t* w, const uint8_t* act, int64_t blocks) {
+  float out;
+  dot_rows<1>(qtype, w, act, 0, blocks, &out);
+  return out;
+}
+
+// Rows per parallel task: at least 256 KB of weights, so small matrices skip the threads' wake-up cost.
+int64_t grain_rows(int64_t row_bytes) { return std::max<int64_t>(1, (1 << 18) / row_bytes); }
+
 // x [M, K] float32 @ W^T with int8-quantized activations: [M, N].
 at::Tensor quantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int64_t qtype) {
   const BlockGeometry g = geometry(qtype);
@@ -582,23 +611,13 @@ at::Tensor quantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int64
   check_weight(raw, qtype, k);
   const at::Tensor x = float_rows(x_in, k);
   const int64_t m = x.size(0), blocks = k / g.values, row_stride = raw.stride(0);
-  const bool per256 = k_quant(qtype);
-  const size_t act_bytes = per256 ? sizeof(Act256) * blocks : sizeof(Act32) * blocks;
-  std::vector<uint8_t> acts(act_bytes * m);
-  const float* xp = x.data_ptr<float>();
-  for (int64_t i = 0; i < m; ++i) {
-    if (per256)
-      quantize_act256(xp + i * k, k, reinterpret_cast<Act256*>(acts.data() + i * act_bytes));
-    else
-      quantize_act32(xp + i * k, k, reinterpret_cast<Act32*>(acts.data() + i * act_bytes));
-  }
+  const size_t act_bytes = activation_bytes(qtype, k);
+  const std::vector<uint8_t> acts = quantize_activations(x.data_ptr<float>(), m, k, k, qtype);
   at::Tensor y = at::empty({m, n}, x.options());
   float* yp = y.data_ptr<float>();
   const uint8_t* wp = raw.data_ptr<uint8_t>();
   const uint8_t* ap = acts.data();
-  // Grain: enough rows that a task reads a few hundred KB of weights.
-  const int64_t grain = std::max<int64_t>(1, (1 << 16) / raw.size(1));
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n, grain_rows(raw.size(1)), [&](int64_t begin, int64_t end) {
     float out[4];
     for (int64_t row = begin; row < end; ++row) {
       const uint8_t* w = wp + row * row_stride;
@@ -613,6 +632,66 @@ at::Tensor quantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int64
         }
         for (int64_t j = 0; j < r; ++j) yp[(i + j) * n + row] = out[j];
       }
+    }
+  });
+  return y;
+}
+
+// One token through a few MoE experts: sum_e weights[e] * down_e(silu(gate_e(x)) * up_e(x)), x [1, H].
+// Two parallel passes (all gate/up rows of all experts, then the output rows), not three per expert.
+at::Tensor expert_mlp(const at::Tensor& x_in, at::TensorList gates, at::TensorList ups, at::TensorList downs,
+                      at::ArrayRef<double> weights, int64_t gate_type, int64_t up_type, int64_t down_type) {
+  const int64_t experts = int64_t(gates.size());
+  TORCH_CHECK(experts > 0 && int64_t(ups.size()) == experts && int64_t(downs.size()) == experts &&
+                  int64_t(weights.size()) == experts, "expert_mlp: one gate, up, down and weight per expert");
+  const int64_t width = gates[0].size(0), hidden = downs[0].size(0);
+  const int64_t k = gates[0].size(1) / geometry(gate_type).bytes * geometry(gate_type).values;
+  std::vector<const uint8_t*> gate_rows(experts), up_rows(experts), down_rows(experts);
+  for (int64_t e = 0; e < experts; ++e) {
+    check_weight(gates[e], gate_type, k);
+    check_weight(ups[e], up_type, k);
+    check_weight(downs[e], down_type, width);
+    TORCH_CHECK(gates[e].size(0) == width && ups[e].size(0) == width && downs[e].size(0) == hidden,
+                "expert_mlp: experts of different shapes");
+    gate_rows[e] = gates[e].data_ptr<uint8_t>();
+    up_rows[e] = ups[e].data_ptr<uint8_t>();
+    down_rows[e] = downs[e].data_ptr<uint8_t>();
+  }
+  const at::Tensor x = float_rows(x_in, k);
+  TORCH_CHECK(x.size(0) == 1, "expert_mlp: one token");
+  const std::vector<uint8_t> gate_act = quantize_activations(x.data_ptr<float>(), 1, k, k, gate_type);
+  const std::vector<uint8_t> up_act =
+      up_type == gate_type ? gate_act : quantize_activations(x.data_ptr<float>(), 1, k, k, up_type);
+  const int64_t gate_stride = gates[0].stride(0), up_stride = ups[0].stride(0), down_stride = downs[0].stride(0);
+  const int64_t gate_blocks = k / geometry(gate_type).values, up_blocks = k / geometry(up_type).values;
+
+  std::vector<float> gate_up(experts * 2 * width);  // expert e: gate rows, then up rows
+  at::parallel_for(0, experts * 2 * width, grain_rows(gates[0].size(1)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t e = i / (2 * width), j = i % (2 * width);
+      gate_up[i] = j < width ? dot_one(gate_type, gate_rows[e] + j * gate_stride, gate_act.data(), gate_blocks)
+                             : dot_one(up_type, up_rows[e] + (j - width) * up_stride, up_act.data(), up_blocks);
+    }
+  });
+  std::vector<float> mixed(experts * width);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t j = 0; j < width; ++j) {
+      const float g = gate_up[e * 2 * width + j];
+      mixed[e * width + j] = g / (1.f + std::exp(-g)) * gate_up[e * 2 * width + width + j];
+    }
+  const std::vector<uint8_t> down_act = quantize_activations(mixed.data(), experts, width, width, down_type);
+  const size_t down_act_bytes = activation_bytes(down_type, width);
+  const int64_t down_blocks = width / geometry(down_type).values;
+
+  at::Tensor y = at::empty({1, hidden}, x.options());
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, hidden, grain_rows(downs[0].size(1) * experts), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      float sum = 0.f;
+      for (int64_t e = 0; e < experts; ++e)
+        sum += float(weights[e]) * dot_one(down_type, down_rows[e] + row * down_stride,
+                                           down_act.data() + e * down_act_bytes, down_blocks);
+      yp[row] = sum;
     }
   });
   return y;
@@ -673,10 +752,13 @@ TORCH_LIBRARY(qwen_ggml, m) {
   m.def("quantized_matmul(Tensor x, Tensor raw, int qtype) -> Tensor");
   m.def("dequantized_matmul(Tensor x, Tensor raw, int qtype, int tile_rows) -> Tensor");
   m.def("dequantize_rows(Tensor raw, Tensor ids, int qtype) -> Tensor");
+  m.def("expert_mlp(Tensor x, Tensor[] gates, Tensor[] ups, Tensor[] downs, float[] weights, int gate_type, "
+        "int up_type, int down_type) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) {
   m.impl("quantized_matmul", &quantized_matmul);
   m.impl("dequantized_matmul", &dequantized_matmul);
   m.impl("dequantize_rows", &dequantize_rows);
+  m.impl("expert_mlp", &expert_mlp);
 }
