@@ -16,6 +16,7 @@ from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .kernels.expert_stack import ExpertStack
 from .kernels.native_experts import NativeExperts
+from .kernels.native_ggml import native_group
 from .kv_cache import KVCache
 from .linear import KernelFactory, LinearKernel, make_embedding, make_linear
 from .rope import RotaryEmbedding
@@ -37,23 +38,27 @@ class Attention:
 
     def __init__(self, config: ModelConfig, q, k, v, o, biases, q_norm, k_norm, rope: RotaryEmbedding):
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = q, k, v, o
+        self.qkv = native_group([q, k, v])
         self.q_bias, self.k_bias, self.v_bias = biases
         self.q_norm, self.k_norm = q_norm, k_norm
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         self.scale = 1.0 / math.sqrt(config.head_dim)
         self.rope = rope
 
-    def _project(self, kernel: LinearKernel, bias, x, heads: int) -> torch.Tensor:
-        y = kernel(x)
+    def _heads(self, y: torch.Tensor, bias, heads: int) -> torch.Tensor:
         if bias is not None:
             y = y + bias
-        return y.view(x.shape[0], heads, self.head_dim)
+        return y.view(y.shape[0], heads, self.head_dim)
 
     def __call__(self, x: torch.Tensor, cache: KVCache, layer: int, start: int) -> torch.Tensor:
         n = x.shape[0]
-        q = self._project(self.q_proj, self.q_bias, x, self.num_heads)
-        k = self._project(self.k_proj, self.k_bias, x, self.num_kv_heads)
-        v = self._project(self.v_proj, self.v_bias, x, self.num_kv_heads)
+        if self.qkv is not None:
+            q, k, v = self.qkv(x)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = self._heads(q, self.q_bias, self.num_heads)
+        k = self._heads(k, self.k_bias, self.num_kv_heads)
+        v = self._heads(v, self.v_bias, self.num_kv_heads)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q = self.rope(q.transpose(0, 1), start)
@@ -75,9 +80,11 @@ class GatedMLP:
 
     def __init__(self, gate: LinearKernel, up: LinearKernel, down: LinearKernel):
         self.gate, self.up, self.down = gate, up, down
+        self.gate_up = native_group([gate, up])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        gate, up = self.gate_up(x) if self.gate_up is not None else (self.gate(x), self.up(x))
+        return self.down(F.silu(gate) * up)
 
 
 class MixtureOfExperts:

@@ -149,3 +149,13 @@ def test_expert_mlp_matches_the_experts_one_by_one(native_ops):
     ours = stack.decode(x, chosen, weights)
     reference = sum(w * downs[e](torch.nn.functional.silu(gates[e](x)) * ups[e](x)) for e, w in zip(chosen, weights))
     assert relative_error(ours, reference.double()) < 1e-3  # the same int8 rounding, one call instead of nine
+
+
+def test_grouped_native_call_matches_the_kernels_one_by_one(native_ops):
+    from inference.kernels.native_ggml import native_group
+
+    kernels = [native_kernel(native_ops, qtype, rows, 512 // block_geometry(qtype)[0], seed)[1]
+               for qtype, rows, seed in [(QT.Q4_K, 40, 1), (QT.Q8_0, 8, 2), (QT.Q6_K, 24, 3)]]
+    x = torch.randn(5, 512)
+    for ours, one in zip(native_group(kernels)(x), kernels):
+        torch.testing.assert_close(ours, one(x), rtol=0, atol=0)

@@ -45,3 +45,27 @@ class NativeBlockLinear(LinearKernel):
     @property
     def nbytes(self):
         return self.raw.numel()
+
+
+class NativeGroup:
+    """Native kernels sharing one input (q/k/v, gate/up): their few-token calls run as one native
+    call, one pass of the threads instead of one per matrix."""
+
+    def __init__(self, kernels: list[NativeBlockLinear]):
+        self.kernels = kernels
+        self.ops = kernels[0].ops
+        self.raws, self.qtypes = [k.raw for k in kernels], [k.qtype_id for k in kernels]
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        rows = x.reshape(-1, self.kernels[0].in_features)
+        if rows.shape[0] > FEW_TOKENS:
+            return [kernel(x) for kernel in self.kernels]
+        ys = self.ops.quantized_matmuls(rows.float(), self.raws, self.qtypes)
+        return [y.to(x.dtype).view(*x.shape[:-1], y.shape[-1]) for y in ys]
+
+
+def native_group(kernels: list[LinearKernel]) -> NativeGroup | None:
+    """A `NativeGroup` of `kernels` where they are all native, else None."""
+    if len(kernels) > 1 and all(type(k) is NativeBlockLinear for k in kernels):
+        return NativeGroup(kernels)
+    return None

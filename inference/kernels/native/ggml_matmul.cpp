@@ -604,37 +604,64 @@ float dot_one(int64_t qtype, const uint8_t* w, const uint8_t* act, int64_t block
 // Rows per parallel task: at least 256 KB of weights, so small matrices skip the threads' wake-up cost.
 int64_t grain_rows(int64_t row_bytes) { return std::max<int64_t>(1, (1 << 18) / row_bytes); }
 
-// x [M, K] float32 @ W^T with int8-quantized activations: [M, N].
-at::Tensor quantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int64_t qtype) {
-  const BlockGeometry g = geometry(qtype);
-  const int64_t n = raw.size(0), k = raw.size(1) / g.bytes * g.values;
-  check_weight(raw, qtype, k);
+// x [M, K] float32 @ W_i^T for several weights at once (one parallel pass over all their rows), with
+// int8-quantized activations: [M, N_i] each.
+std::vector<at::Tensor> quantized_matmuls(const at::Tensor& x_in, at::TensorList raws, at::IntArrayRef qtypes) {
+  const int64_t count = int64_t(raws.size());
+  TORCH_CHECK(count > 0 && int64_t(qtypes.size()) == count, "quantized_matmuls: one qtype per weight");
+  const int64_t k = x_in.size(-1);
   const at::Tensor x = float_rows(x_in, k);
-  const int64_t m = x.size(0), blocks = k / g.values, row_stride = raw.stride(0);
-  const size_t act_bytes = activation_bytes(qtype, k);
-  const std::vector<uint8_t> acts = quantize_activations(x.data_ptr<float>(), m, k, k, qtype);
-  at::Tensor y = at::empty({m, n}, x.options());
-  float* yp = y.data_ptr<float>();
-  const uint8_t* wp = raw.data_ptr<uint8_t>();
-  const uint8_t* ap = acts.data();
-  at::parallel_for(0, n, grain_rows(raw.size(1)), [&](int64_t begin, int64_t end) {
+  const int64_t m = x.size(0);
+  std::vector<int64_t> first_row(count + 1, 0);
+  std::vector<at::Tensor> ys;
+  std::vector<const uint8_t*> weights(count);
+  std::vector<float*> outputs(count);
+  int64_t total_bytes = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    check_weight(raws[i], qtypes[i], k);
+    first_row[i + 1] = first_row[i] + raws[i].size(0);
+    total_bytes += raws[i].size(0) * raws[i].size(1);
+    ys.push_back(at::empty({m, raws[i].size(0)}, x.options()));
+    weights[i] = raws[i].data_ptr<uint8_t>();
+    outputs[i] = ys[i].data_ptr<float>();
+  }
+  // Activations once per format: per-32 blocks (Q8_0, Q5_0) and per-256 blocks (k-quants).
+  std::vector<uint8_t> acts32, acts256;
+  for (int64_t i = 0; i < count; ++i) {
+    std::vector<uint8_t>& acts = k_quant(qtypes[i]) ? acts256 : acts32;
+    if (acts.empty()) acts = quantize_activations(x.data_ptr<float>(), m, k, k, qtypes[i]);
+  }
+  const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, total_bytes / first_row[count]));
+  at::parallel_for(0, first_row[count], grain, [&](int64_t begin, int64_t end) {
     float out[4];
-    for (int64_t row = begin; row < end; ++row) {
-      const uint8_t* w = wp + row * row_stride;
-      for (int64_t i = 0; i < m; i += 4) {
-        const uint8_t* a = ap + i * act_bytes;
-        const int64_t r = std::min<int64_t>(4, m - i);
+    for (int64_t global = begin; global < end; ++global) {
+      int64_t i = 0;
+      while (global >= first_row[i + 1]) ++i;
+      const int64_t row = global - first_row[i], n = first_row[i + 1] - first_row[i], qtype = qtypes[i];
+      const int64_t blocks = k / geometry(qtype).values;
+      const size_t act_bytes = activation_bytes(qtype, k);
+      const uint8_t* acts = (k_quant(qtype) ? acts256 : acts32).data();
+      const uint8_t* w = weights[i] + row * raws[i].stride(0);
+      float* yp = outputs[i];
+      for (int64_t t = 0; t < m; t += 4) {
+        const uint8_t* a = acts + t * act_bytes;
+        const int64_t r = std::min<int64_t>(4, m - t);
         switch (r) {
           case 1: dot_rows<1>(qtype, w, a, act_bytes, blocks, out); break;
           case 2: dot_rows<2>(qtype, w, a, act_bytes, blocks, out); break;
           case 3: dot_rows<3>(qtype, w, a, act_bytes, blocks, out); break;
           default: dot_rows<4>(qtype, w, a, act_bytes, blocks, out); break;
         }
-        for (int64_t j = 0; j < r; ++j) yp[(i + j) * n + row] = out[j];
+        for (int64_t j = 0; j < r; ++j) yp[(t + j) * n + row] = out[j];
       }
     }
   });
-  return y;
+  return ys;
+}
+
+// x [M, K] float32 @ W^T with int8-quantized activations: [M, N].
+at::Tensor quantized_matmul(const at::Tensor& x, const at::Tensor& raw, int64_t qtype) {
+  return quantized_matmuls(x, {raw}, {qtype})[0];
 }
 
 // One token through a few MoE experts: sum_e weights[e] * down_e(silu(gate_e(x)) * up_e(x)), x [1, H].
@@ -750,6 +777,7 @@ at::Tensor dequantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int
 
 TORCH_LIBRARY(qwen_ggml, m) {
   m.def("quantized_matmul(Tensor x, Tensor raw, int qtype) -> Tensor");
+  m.def("quantized_matmuls(Tensor x, Tensor[] raws, int[] qtypes) -> Tensor[]");
   m.def("dequantized_matmul(Tensor x, Tensor raw, int qtype, int tile_rows) -> Tensor");
   m.def("dequantize_rows(Tensor raw, Tensor ids, int qtype) -> Tensor");
   m.def("expert_mlp(Tensor x, Tensor[] gates, Tensor[] ups, Tensor[] downs, float[] weights, int gate_type, "
@@ -758,6 +786,7 @@ TORCH_LIBRARY(qwen_ggml, m) {
 
 TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) {
   m.impl("quantized_matmul", &quantized_matmul);
+  m.impl("quantized_matmuls", &quantized_matmuls);
   m.impl("dequantized_matmul", &dequantized_matmul);
   m.impl("dequantize_rows", &dequantize_rows);
   m.impl("expert_mlp", &expert_mlp);
