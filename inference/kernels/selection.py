@@ -2,7 +2,10 @@
 
 The first weight of each (type, shape) is built with every applicable candidate; each is timed on
 a one-token call (decode) and a batch (prefill), and the one with the lowest cost for a typical
-completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins. Choices are cached per CPU
+completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins. A kernel holding its own
+copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat one that reads
+the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary by more than
+the kernels differ there, and memory should not follow that noise. Choices are cached per CPU
 and torch version in `<cache_dir>/kernel-choices.json`, so later loads skip the measurement.
 
 Only candidates that reproduce the file's values compete unless `QWEN_LSP_LOSSY_KERNELS=1` (per-row
@@ -27,6 +30,7 @@ from .cpu_features import cpu_features
 from .page_release import release_file_pages
 
 PROMPT_TOKENS, DECODED_TOKENS, BATCH = 1500, 128, 64
+COPY_MARGIN = 1.15
 _REPEATS = 3
 _lock = threading.Lock()
 _choices: dict[str, str] | None = None
@@ -85,6 +89,8 @@ def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
             if kernel is None:
                 continue
             cost = measured_cost(kernel, give_up_after=4 * best_cost)
+            if not kernel.reads_checkpoint_in_place:
+                cost *= COPY_MARGIN
             if cost < best_cost:
                 best, best_cost = (candidate, kernel), cost
         if best is None:
