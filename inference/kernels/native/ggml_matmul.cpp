@@ -86,6 +86,18 @@ void k_scale_min(int j, const uint8_t* q, uint8_t& scale, uint8_t& min) {
   }
 }
 
+// All 8 scales and mins of a Q4_K/Q5_K block at once, 4 bytes at a time (little-endian, as GGUF is).
+void k_scales_mins(const uint8_t* q, uint8_t scales[8], uint8_t mins[8]) {
+  uint32_t low, mid, top;
+  std::memcpy(&low, q, 4);
+  std::memcpy(&mid, q + 4, 4);
+  std::memcpy(&top, q + 8, 4);
+  const uint32_t packed_scales[2] = {low & 0x3F3F3F3F, (top & 0x0F0F0F0F) | ((low >> 2) & 0x30303030)};
+  const uint32_t packed_mins[2] = {mid & 0x3F3F3F3F, ((top >> 4) & 0x0F0F0F0F) | ((mid >> 2) & 0x30303030)};
+  std::memcpy(scales, packed_scales, 8);
+  std::memcpy(mins, packed_mins, 8);
+}
+
 // ---------------------------------------------------------------- quantized activations
 
 // 32 activations: x ~= d * q; sum = sum(q).
@@ -95,10 +107,11 @@ struct Act32 {
   int8_t q[32];
 };
 
-// 256 activations: x ~= d * q; sums[g] = sum of q over values 16g..16g+15.
+// 256 activations: x ~= d * q; sums[g] = sum of q over values 16g..16g+15, sums32[j] over 32j..32j+31.
 struct Act256 {
   float d;
   int16_t sums[16];
+  int16_t sums32[8];
   int8_t q[256];
 };
 
@@ -130,6 +143,7 @@ void quantize_act256(const float* x, int64_t k, Act256* out) {
       for (int i = 0; i < 16; ++i) s += a.q[16 * g + i];
       a.sums[g] = int16_t(s);
     }
+    for (int j = 0; j < 8; ++j) a.sums32[j] = int16_t(a.sums[2 * j] + a.sums[2 * j + 1]);
   }
 }
 
@@ -299,12 +313,12 @@ void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* 
   for (int r = 0; r < R; ++r) sum[r] = 0.f;
   for (int64_t b = 0; b < blocks; ++b, w += kBytes) {
     uint8_t scales[8], mins[8];
-    for (int j = 0; j < 8; ++j) k_scale_min(j, w + 4, scales[j], mins[j]);
+    k_scales_mins(w + 4, scales, mins);
     const float d = half_to_float(w), dmin = half_to_float(w + 2);
     const uint8_t* nibbles = w + (kFifthBit ? 48 : 16);
     for (int r = 0; r < R; ++r) {
       int32_t min_sum = 0;
-      for (int j = 0; j < 8; ++j) min_sum += int32_t(mins[j]) * (a[r][b].sums[2 * j] + a[r][b].sums[2 * j + 1]);
+      for (int j = 0; j < 8; ++j) min_sum += int32_t(mins[j]) * a[r][b].sums32[j];
       sum[r] -= dmin * a[r][b].d * float(min_sum);
     }
 #ifdef QWEN_AVX2
