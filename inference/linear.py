@@ -22,6 +22,8 @@ class LinearKernel(ABC):
 
     out_features: int
     in_features: int
+    # True where the kernel computes from the checkpoint's own data (whose file pages must then stay mapped).
+    reads_checkpoint_in_place: bool = False
 
     @abstractmethod
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

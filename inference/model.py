@@ -18,6 +18,8 @@ from .config import ModelConfig
 from .gated_deltanet import GatedDeltaNet
 from .hybrid_cache import HybridCache
 from .kernels.expert_stack import ExpertStack
+from .kernels.native_experts import NativeExperts
+from .kernels.native_ggml import native_group
 from .kv_cache import KVCache
 from .linear import KernelFactory, LinearKernel, make_embedding, make_linear
 from .rope import RotaryEmbedding
@@ -42,6 +44,7 @@ class Attention:
     def __init__(self, config: ModelConfig, slot: int, q, k, v, o, biases, q_norm, k_norm, rope: RotaryEmbedding):
         self.slot = slot
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = q, k, v, o
+        self.qkv = native_group([q, k, v])
         self.q_bias, self.k_bias, self.v_bias = biases
         self.q_norm, self.k_norm = q_norm, k_norm
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
@@ -53,21 +56,24 @@ class Attention:
     def weight_bytes(self) -> int:
         return sum(k.nbytes for k in (self.q_proj, self.k_proj, self.v_proj, self.o_proj))
 
-    def _project(self, kernel: LinearKernel, bias, x, heads: int, width: int | None = None) -> torch.Tensor:
-        y = kernel(x)
+    def _heads(self, y: torch.Tensor, bias, heads: int, width: int | None = None) -> torch.Tensor:
         if bias is not None:
             y = y + bias
-        return y.view(x.shape[0], heads, width or self.head_dim)
+        return y.view(y.shape[0], heads, width or self.head_dim)
 
     def __call__(self, x: torch.Tensor, cache: KVCache, start: int) -> torch.Tensor:
         n = x.shape[0]
+        if self.qkv is not None:
+            q, k, v = self.qkv(x)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         gate = None
         if self.output_gate:
-            q, gate = self._project(self.q_proj, self.q_bias, x, self.num_heads, 2 * self.head_dim).chunk(2, dim=-1)
+            q, gate = self._heads(q, self.q_bias, self.num_heads, 2 * self.head_dim).chunk(2, dim=-1)
         else:
-            q = self._project(self.q_proj, self.q_bias, x, self.num_heads)
-        k = self._project(self.k_proj, self.k_bias, x, self.num_kv_heads)
-        v = self._project(self.v_proj, self.v_bias, x, self.num_kv_heads)
+            q = self._heads(q, self.q_bias, self.num_heads)
+        k = self._heads(k, self.k_bias, self.num_kv_heads)
+        v = self._heads(v, self.v_bias, self.num_kv_heads)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q = self.rope(q.transpose(0, 1), start)
@@ -92,9 +98,11 @@ class GatedMLP:
 
     def __init__(self, gate: LinearKernel, up: LinearKernel, down: LinearKernel):
         self.gate, self.up, self.down = gate, up, down
+        self.gate_up = native_group([gate, up])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        gate, up = self.gate_up(x) if self.gate_up is not None else (self.gate(x), self.up(x))
+        return self.down(F.silu(gate) * up)
 
     @property
     def weight_bytes(self) -> int:
@@ -121,11 +129,11 @@ class MixtureOfExperts:
 
     Only the selected experts' weights are read. Several tokens are grouped by expert, so each
     expert's weights are read once per pass. With an `ExpertStack` (dense experts) a decode step
-    takes two matmuls per selected expert.
+    takes two matmuls per selected expert; with `NativeExperts` one native call in all.
     """
 
     def __init__(self, router: LinearKernel, experts: list[GatedMLP], top_k: int, norm_topk_prob: bool,
-                 stack: ExpertStack | None = None, shared: SharedExpert | None = None):
+                 stack: ExpertStack | NativeExperts | None = None, shared: SharedExpert | None = None):
         self.router, self.experts, self.stack, self.shared = router, experts, stack, shared
         self.top_k, self.norm_topk_prob = top_k, norm_topk_prob
 
@@ -276,6 +284,7 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32,
                 experts = [GatedMLP(*stack.expert_kernels(e)) for e in range(config.num_experts)]
             else:
                 experts = [GatedMLP(*parts) for parts in zip(gates, ups, downs)]
+                stack = NativeExperts.from_kernels(gates, ups, downs)
             del projections, gates, ups, downs
             shared = None
             if config.shared_expert_intermediate_size:

@@ -74,3 +74,14 @@ def real_gguf_path(real_gguf) -> str:
 def tiny_server_model(tiny_model_dir) -> str:
     """The tiny random Qwen2 with a long context, as the server's ``--model`` (mechanics tests)."""
     return str(tiny_model_dir("qwen2_long"))
+
+
+@pytest.fixture(scope="session")
+def native_ops():
+    """The native GGML-block ops, built once into the qwen-lsp cache (skips where no compiler works)."""
+    from inference.kernels.native_build import native_ops as load
+
+    ops = load()
+    if ops is None:
+        pytest.skip("native kernels could not be built here")
+    return ops

@@ -40,6 +40,11 @@ TINY_CONFIGS = {
         model_type="qwen3_moe", num_experts=6, num_experts_per_tok=2, moe_intermediate_size=24,
         norm_topk_prob=True, decoder_sparse_step=2, mlp_only_layers=[2], num_hidden_layers=4,
     ),
+    # Expert widths of whole 32-value blocks, so the experts can be stored as Q8_0/Q5_0.
+    "qwen3_moe_blocks": dict(
+        model_type="qwen3_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], num_hidden_layers=2,
+    ),
     "qwen3_moe_unnormed": dict(
         model_type="qwen3_moe", num_experts=4, num_experts_per_tok=3, moe_intermediate_size=16,
         norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[], num_hidden_layers=2,

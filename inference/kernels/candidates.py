@@ -1,8 +1,11 @@
 """Every way to hold a GGML block-quantized weight, built from the file's blocks.
 
 A candidate builds a kernel from a `CheckpointTensor` or returns None where it does not apply
-(type, shape or CPU). `exact` candidates reproduce the file's values (up to the float format of
-their scales or copy); the others re-round them to one int8 scale per row.
+(type, shape or CPU). `exact` candidates reproduce the file's weight values (up to the float format
+of their scales or copy); the others re-round them to one int8 scale per row. The native kernel
+counts as exact: its weights are the file's blocks, and only its few-token calls round the
+activations to int8 per block (as llama.cpp does), which the real-model accuracy test bounds
+(greedy agreement and perplexity against the fp32 reference).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from .cpu_features import cpu_features
 from .dequantized import DequantizedLinear
 from .int4_packed import Int4PackedLinear
 from .int8_packed import Int8DynamicLinear, Int8WeightOnlyLinear
+from .native_build import native_ops
+from .native_ggml import NativeBlockLinear
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,15 @@ def _int8_dynamic(tensor: CheckpointTensor):
     return Int8DynamicLinear(dequantize(tensor.data, tensor.qtype))
 
 
+def _native(tensor: CheckpointTensor):
+    ops = native_ops()
+    if ops is None:
+        return None
+    return NativeBlockLinear(ops, tensor.data, tensor.qtype, *tensor.shape)
+
+
 CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("native-ggml", True, _native),
     Candidate("int4-fp32", True, _int4(torch.float32)),
     Candidate("int4-bf16", True, _int4(torch.bfloat16)),
     Candidate("dense-bf16", True, _dense(torch.bfloat16)),

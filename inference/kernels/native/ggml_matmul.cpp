@@ -1,0 +1,807 @@
+// y = x @ W^T with W kept as a GGUF file's raw GGML blocks (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K).
+//
+// Few tokens (decode): each activation row is quantized once per call to int8 blocks (per-32 scale
+// for Q8_0/Q5_0, per-256 scale with per-16 sums for the k-quants) and dotted with the weight blocks
+// in integers, as llama.cpp does. Many tokens (prefill): a tile of weight rows is dequantized to
+// fp32 and multiplied with BLAS, so no dense copy of the weight outlives the call.
+// A MoE decode step runs all selected experts in one call (expert_mlp).
+// Work is split over output rows with at::parallel_for (torch's own thread pool).
+// AVX2 (+FMA, F16C) code where the compiler targets it; plain C++ otherwise.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define QWEN_AVX2 1
+#include <immintrin.h>
+#endif
+
+namespace {
+
+// GGML type ids.
+constexpr int64_t kQ5_0 = 6, kQ8_0 = 8, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14;
+
+struct BlockGeometry {
+  int64_t values, bytes;
+};
+
+BlockGeometry geometry(int64_t qtype) {
+  switch (qtype) {
+    case kQ8_0: return {32, 34};
+    case kQ5_0: return {32, 22};
+    case kQ4_K: return {256, 144};
+    case kQ5_K: return {256, 176};
+    case kQ6_K: return {256, 210};
+  }
+  TORCH_CHECK(false, "ggml_matmul: unsupported GGML type ", qtype);
+}
+
+bool k_quant(int64_t qtype) { return qtype == kQ4_K || qtype == kQ5_K || qtype == kQ6_K; }
+
+float half_to_float(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+#ifdef QWEN_AVX2
+  return _cvtsh_ss(h);
+#else
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF, bits;
+  if (exponent == 0x1F) {
+    bits = sign | 0x7F800000 | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    exponent = 113;
+    while (!(mantissa & 0x400)) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3FF) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+
+// Q4_K/Q5_K: 6-bit scale and min of sub-block j from the 12 packed bytes.
+void k_scale_min(int j, const uint8_t* q, uint8_t& scale, uint8_t& min) {
+  if (j < 4) {
+    scale = q[j] & 63;
+    min = q[j + 4] & 63;
+  } else {
+    scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+    min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// All 8 scales and mins of a Q4_K/Q5_K block at once, 4 bytes at a time (little-endian, as GGUF is).
+void k_scales_mins(const uint8_t* q, uint8_t scales[8], uint8_t mins[8]) {
+  uint32_t low, mid, top;
+  std::memcpy(&low, q, 4);
+  std::memcpy(&mid, q + 4, 4);
+  std::memcpy(&top, q + 8, 4);
+  const uint32_t packed_scales[2] = {low & 0x3F3F3F3F, (top & 0x0F0F0F0F) | ((low >> 2) & 0x30303030)};
+  const uint32_t packed_mins[2] = {mid & 0x3F3F3F3F, ((top >> 4) & 0x0F0F0F0F) | ((mid >> 2) & 0x30303030)};
+  std::memcpy(scales, packed_scales, 8);
+  std::memcpy(mins, packed_mins, 8);
+}
+
+// ---------------------------------------------------------------- quantized activations
+
+// 32 activations: x ~= d * q; sum = sum(q).
+struct Act32 {
+  float d;
+  int32_t sum;
+  int8_t q[32];
+};
+
+// 256 activations: x ~= d * q; sums[g] = sum of q over values 16g..16g+15, sums32[j] over 32j..32j+31.
+struct Act256 {
+  float d;
+  int16_t sums[16];
+  int16_t sums32[8];
+  int8_t q[256];
+};
+
+// Round x[0..n) to int8 codes with one scale (amax / 127); returns the scale.
+float quantize_run(const float* x, int n, int8_t* q) {
+  float amax = 0.f;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+  for (int i = 0; i < n; ++i) q[i] = int8_t(std::nearbyint(x[i] * id));
+  return d;
+}
+
+void quantize_act32(const float* x, int64_t k, Act32* out) {
+  for (int64_t b = 0; b < k / 32; ++b) {
+    Act32& a = out[b];
+    a.d = quantize_run(x + 32 * b, 32, a.q);
+    int32_t s = 0;
+    for (int i = 0; i < 32; ++i) s += a.q[i];
+    a.sum = s;
+  }
+}
+
+void quantize_act256(const float* x, int64_t k, Act256* out) {
+  for (int64_t b = 0; b < k / 256; ++b) {
+    Act256& a = out[b];
+    a.d = quantize_run(x + 256 * b, 256, a.q);
+    for (int g = 0; g < 16; ++g) {
+      int s = 0;
+      for (int i = 0; i < 16; ++i) s += a.q[16 * g + i];
+      a.sums[g] = int16_t(s);
+    }
+    for (int j = 0; j < 8; ++j) a.sums32[j] = int16_t(a.sums[2 * j] + a.sums[2 * j + 1]);
+  }
+}
+
+// ---------------------------------------------------------------- dot products, one weight row
+
+#ifdef QWEN_AVX2
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Sum of u8 x s8 products as 8 int32 lanes (u in [0, 127]: no int16 saturation for |x| <= 127).
+inline __m256i dot_u8_s8(__m256i u, __m256i s) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+// 32 bits -> 32 bytes, 0xFF where the bit is set (bit i -> byte i).
+inline __m256i bits_to_bytes(uint32_t bits) {
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(int(bits)),
+      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ULL));
+  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+// Q5_0 block's 32 codes in [0, 31] (value i in byte i).
+inline __m256i q5_0_codes(const uint8_t* w) {
+  uint32_t high;
+  std::memcpy(&high, w + 2, 4);
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 6));
+  const __m256i codes = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low4), _mm_and_si128(packed, low4));
+  return _mm256_or_si256(codes, _mm256_and_si256(bits_to_bytes(high), _mm256_set1_epi8(0x10)));
+}
+
+// Q4_K/Q5_K: codes of sub-blocks 2c (lo) and 2c+1 (hi); `fifth` holds Q5_K's 32 bytes of fifth bits.
+template <bool kFifthBit>
+inline void q45_k_codes(const uint8_t* nibbles, __m256i fifth, int c, __m256i& lo, __m256i& hi) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  const __m256i packed = load32(nibbles + 32 * c);
+  lo = _mm256_and_si256(packed, low4);
+  hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+  if (kFifthBit) {
+    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(fifth, 2 * c), one), 4));
+    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(fifth, 2 * c + 1), one), 4));
+  }
+}
+
+// Q6_K: codes in [0, 63] of the 4 runs of 32 values of one half (128 values) of a block.
+inline void q6_k_codes(const uint8_t* w, int half, __m256i codes[4]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  const __m256i high = load32(w + 128 + 32 * half);
+  const __m256i q0 = load32(w + 64 * half), q1 = load32(w + 64 * half + 32);
+  codes[0] = _mm256_or_si256(_mm256_and_si256(q0, low4), _mm256_slli_epi16(_mm256_and_si256(high, low2), 4));
+  codes[1] = _mm256_or_si256(_mm256_and_si256(q1, low4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 2), low2), 4));
+  codes[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q0, 4), low4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 4), low2), 4));
+  codes[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q1, 4), low4),
+                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 6), low2), 4));
+}
+
+// y[0..16) = scale * code - offset for 16 int8 (kSigned) or uint8 codes.
+template <bool kSigned>
+inline void store16(__m128i codes, float scale, float offset, float* y) {
+  const __m256 s = _mm256_set1_ps(scale), o = _mm256_set1_ps(offset);
+  const __m128i upper = _mm_srli_si128(codes, 8);
+  const __m256i a = kSigned ? _mm256_cvtepi8_epi32(codes) : _mm256_cvtepu8_epi32(codes);
+  const __m256i b = kSigned ? _mm256_cvtepi8_epi32(upper) : _mm256_cvtepu8_epi32(upper);
+  _mm256_storeu_ps(y, _mm256_fmsub_ps(s, _mm256_cvtepi32_ps(a), o));
+  _mm256_storeu_ps(y + 8, _mm256_fmsub_ps(s, _mm256_cvtepi32_ps(b), o));
+}
+
+template <bool kSigned>
+inline void store32(__m256i codes, float scale, float offset, float* y) {
+  store16<kSigned>(_mm256_castsi256_si128(codes), scale, offset, y);
+  store16<kSigned>(_mm256_extracti128_si256(codes, 1), scale, offset, y + 16);
+}
+#endif
+
+// Each dot_* computes out[r] = <weight row w, activation row a[r]> for R activation rows at once, so
+// a weight block is unpacked once for all of them.
+
+template <int R>
+void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* out) {
+#ifdef QWEN_AVX2
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b, w += 34) {
+    const __m256i wq = load32(w + 2), magnitude = _mm256_sign_epi8(wq, wq);
+    const float d = half_to_float(w);
+    for (int r = 0; r < R; ++r) {
+      // |w| * (x with w's sign) = w * x; |w| <= 128 and |x| <= 127 keep the int16 pair sums exact.
+      const __m256i p = dot_u8_s8(magnitude, _mm256_sign_epi8(load32(a[r][b].q), wq));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r][b].d), _mm256_cvtepi32_ps(p), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+#else
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* wb = w;
+    float sum = 0.f;
+    for (int64_t b = 0; b < blocks; ++b, wb += 34) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(wb + 2);
+      int32_t s = 0;
+      for (int i = 0; i < 32; ++i) s += int32_t(q[i]) * a[r][b].q[i];
+      sum += half_to_float(wb) * a[r][b].d * float(s);
+    }
+    out[r] = sum;
+  }
+#endif
+}
+
+// Q5_0: fp16 d, 32 high bits (bit i: value i), 16 bytes of nibbles (low: values 0-15, high: 16-31);
+// value = d * (code - 16).
+template <int R>
+void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* out) {
+#ifdef QWEN_AVX2
+  __m256 acc[R];
+  float offset[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), offset[r] = 0.f;
+  for (int64_t b = 0; b < blocks; ++b, w += 22) {
+    const __m256i codes = q5_0_codes(w);
+    const float d = half_to_float(w);
+    for (int r = 0; r < R; ++r) {
+      const float scale = d * a[r][b].d;
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(dot_u8_s8(codes, load32(a[r][b].q))), acc[r]);
+      offset[r] += scale * float(a[r][b].sum);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) - 16.f * offset[r];
+#else
+  for (int r = 0; r < R; ++r) {
+    const uint8_t* wb = w;
+    float sum = 0.f;
+    for (int64_t b = 0; b < blocks; ++b, wb += 22) {
+      uint32_t high;
+      std::memcpy(&high, wb + 2, 4);
+      int32_t s = 0;
+      for (int i = 0; i < 16; ++i) {
+        const int lo = (wb[6 + i] & 0x0F) | (((high >> i) & 1) << 4);
+        const int hi = (wb[6 + i] >> 4) | (((high >> (i + 16)) & 1) << 4);
+        s += (lo - 16) * a[r][b].q[i] + (hi - 16) * a[r][b].q[i + 16];
+      }
+      sum += half_to_float(wb) * a[r][b].d * float(s);
+    }
+    out[r] = sum;
+  }
+#endif
+}
+
+// Q4_K: fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles (32-byte run c: low
+// nibbles are sub-block 2c, high nibbles 2c+1); value = d * scale_j * code - dmin * min_j.
+// Q5_K adds 32 bytes of fifth bits before the nibbles (bit j of byte l: value l of sub-block j).
+template <bool kFifthBit, int R>
+void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* out) {
+  constexpr int64_t kBytes = kFifthBit ? 176 : 144;
+  float sum[R];
+#ifdef QWEN_AVX2
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+#endif
+  for (int r = 0; r < R; ++r) sum[r] = 0.f;
+  for (int64_t b = 0; b < blocks; ++b, w += kBytes) {
+    uint8_t scales[8], mins[8];
+    k_scales_mins(w + 4, scales, mins);
+    const float d = half_to_float(w), dmin = half_to_float(w + 2);
+    const uint8_t* nibbles = w + (kFifthBit ? 48 : 16);
+    for (int r = 0; r < R; ++r) {
+      int32_t min_sum = 0;
+      for (int j = 0; j < 8; ++j) min_sum += int32_t(mins[j]) * a[r][b].sums32[j];
+      sum[r] -= dmin * a[r][b].d * float(min_sum);
+    }
+#ifdef QWEN_AVX2
+    const __m256i fifth = kFifthBit ? load32(w + 16) : _mm256_setzero_si256();
+    __m256i isum[R];
+    for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      __m256i lo, hi;
+      q45_k_codes<kFifthBit>(nibbles, fifth, c, lo, hi);
+      const __m256i scale_lo = _mm256_set1_epi16(scales[2 * c]), scale_hi = _mm256_set1_epi16(scales[2 * c + 1]);
+      for (int r = 0; r < R; ++r) {
+        const int8_t* x = a[r][b].q + 64 * c;
+        const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(x)), scale_lo);
+        const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(x + 32)), scale_hi);
+        isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(plo, phi));
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r][b].d), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+#else
+    for (int r = 0; r < R; ++r) {
+      const int8_t* x = a[r][b].q;
+      int32_t isum = 0;
+      for (int c = 0; c < 4; ++c) {
+        int32_t slo = 0, shi = 0;
+        for (int l = 0; l < 32; ++l) {
+          int lo = nibbles[32 * c + l] & 0x0F, hi = nibbles[32 * c + l] >> 4;
+          if (kFifthBit) {
+            lo |= ((w[16 + l] >> (2 * c)) & 1) << 4;
+            hi |= ((w[16 + l] >> (2 * c + 1)) & 1) << 4;
+          }
+          slo += lo * x[64 * c + l];
+          shi += hi * x[64 * c + 32 + l];
+        }
+        isum += slo * scales[2 * c] + shi * scales[2 * c + 1];
+      }
+      sum[r] += d * a[r][b].d * float(isum);
+    }
+#endif
+  }
+  for (int r = 0; r < R; ++r) {
+#ifdef QWEN_AVX2
+    sum[r] += hsum(acc[r]);
+#endif
+    out[r] = sum[r];
+  }
+}
+
+// Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 int8 scales (one per 16 values),
+// fp16 d; value = d * scale * (code - 32). Per half of 128 values: ql[0:32] low/high nibbles are
+// values 0-31 / 64-95, ql[32:64] values 32-63 / 96-127; qh bits 2k..2k+1 go with value run k.
+template <int R>
+void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* out) {
+  float sum[R];
+#ifdef QWEN_AVX2
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+#endif
+  for (int r = 0; r < R; ++r) sum[r] = 0.f;
+  for (int64_t b = 0; b < blocks; ++b, w += 210) {
+    const int8_t* scales = reinterpret_cast<const int8_t*>(w + 192);
+    const float d = half_to_float(w + 208);
+    for (int r = 0; r < R; ++r) {
+      int32_t offset = 0;
+      for (int g = 0; g < 16; ++g) offset += int32_t(scales[g]) * a[r][b].sums[g];
+      sum[r] -= 32.f * d * a[r][b].d * float(offset);
+    }
+#ifdef QWEN_AVX2
+    __m256i isum[R];
+    for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+    for (int half = 0; half < 2; ++half) {
+      __m256i codes[4];
+      q6_k_codes(w, half, codes);
+      for (int run = 0; run < 4; ++run) {
+        const int g = 8 * half + 2 * run;  // scale of the run's first 16 values; g + 1 for the next 16
+        const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(scales[g + 1]), _mm_set1_epi16(scales[g]));
+        for (int r = 0; r < R; ++r) {
+          const __m256i p = _mm256_maddubs_epi16(codes[run], load32(a[r][b].q + 128 * half + 32 * run));
+          isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, scale));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r][b].d), _mm256_cvtepi32_ps(isum[r]), acc[r]);
+#else
+    for (int r = 0; r < R; ++r) {
+      const int8_t* x = a[r][b].q;
+      int32_t isum = 0;
+      for (int half = 0; half < 2; ++half) {
+        const uint8_t* ql = w + 64 * half;
+        const uint8_t* qh = w + 128 + 32 * half;
+        for (int l = 0; l < 32; ++l) {
+          const int codes[4] = {(ql[l] & 0x0F) | ((qh[l] & 3) << 4), (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
+                                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4), (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)};
+          for (int run = 0; run < 4; ++run) {
+            const int v = 128 * half + 32 * run + l;
+            isum += codes[run] * x[v] * scales[v / 16];
+          }
+        }
+      }
+      sum[r] += d * a[r][b].d * float(isum);
+    }
+#endif
+  }
+  for (int r = 0; r < R; ++r) {
+#ifdef QWEN_AVX2
+    sum[r] += hsum(acc[r]);
+#endif
+    out[r] = sum[r];
+  }
+}
+
+// out[r] = <row w, activation row acts[r]> for R rows of `act_bytes`-byte quantized activations.
+template <int R>
+void dot_rows(int64_t qtype, const uint8_t* w, const uint8_t* acts, size_t act_bytes, int64_t blocks, float* out) {
+  const void* rows[R];
+  for (int r = 0; r < R; ++r) rows[r] = acts + r * act_bytes;
+  const auto* a32 = reinterpret_cast<const Act32* const*>(rows);
+  const auto* a256 = reinterpret_cast<const Act256* const*>(rows);
+  switch (qtype) {
+    case kQ8_0: return dot_q8_0<R>(w, a32, blocks, out);
+    case kQ5_0: return dot_q5_0<R>(w, a32, blocks, out);
+    case kQ4_K: return dot_q45_k<false, R>(w, a256, blocks, out);
+    case kQ5_K: return dot_q45_k<true, R>(w, a256, blocks, out);
+    default: return dot_q6_k<R>(w, a256, blocks, out);
+  }
+}
+
+// ---------------------------------------------------------------- dequantization, one row
+
+#ifdef QWEN_AVX2
+void dequantize_row(const uint8_t* w, int64_t qtype, int64_t k, float* y) {
+  switch (qtype) {
+    case kQ8_0:
+      for (int64_t b = 0; b < k / 32; ++b, w += 34, y += 32) store32<true>(load32(w + 2), half_to_float(w), 0.f, y);
+      return;
+    case kQ5_0:
+      for (int64_t b = 0; b < k / 32; ++b, w += 22, y += 32) {
+        const float d = half_to_float(w);
+        store32<false>(q5_0_codes(w), d, 16.f * d, y);
+      }
+      return;
+    case kQ4_K:
+    case kQ5_K: {
+      const bool fifth_bit = qtype == kQ5_K;
+      for (int64_t b = 0; b < k / 256; ++b, w += fifth_bit ? 176 : 144, y += 256) {
+        const float d = half_to_float(w), dmin = half_to_float(w + 2);
+        const uint8_t* nibbles = w + (fifth_bit ? 48 : 16);
+        const __m256i fifth = fifth_bit ? load32(w + 16) : _mm256_setzero_si256();
+        for (int c = 0; c < 4; ++c) {
+          uint8_t s0, m0, s1, m1;
+          k_scale_min(2 * c, w + 4, s0, m0);
+          k_scale_min(2 * c + 1, w + 4, s1, m1);
+          __m256i lo, hi;
+          if (fifth_bit)
+            q45_k_codes<true>(nibbles, fifth, c, lo, hi);
+          else
+            q45_k_codes<false>(nibbles, fifth, c, lo, hi);
+          store32<false>(lo, d * s0, dmin * m0, y + 64 * c);
+          store32<false>(hi, d * s1, dmin * m1, y + 64 * c + 32);
+        }
+      }
+      return;
+    }
+    case kQ6_K:
+      for (int64_t b = 0; b < k / 256; ++b, w += 210, y += 256) {
+        const float d = half_to_float(w + 208);
+        const int8_t* scales = reinterpret_cast<const int8_t*>(w + 192);
+        for (int half = 0; half < 2; ++half) {
+          __m256i codes[4];
+          q6_k_codes(w, half, codes);
+          for (int run = 0; run < 4; ++run) {
+            const int g = 8 * half + 2 * run;
+            const float s0 = d * scales[g], s1 = d * scales[g + 1];
+            float* out = y + 128 * half + 32 * run;
+            store16<false>(_mm256_castsi256_si128(codes[run]), s0, 32.f * s0, out);
+            store16<false>(_mm256_extracti128_si256(codes[run], 1), s1, 32.f * s1, out + 16);
+          }
+        }
+      }
+      return;
+  }
+  TORCH_CHECK(false, "ggml_matmul: unsupported GGML type ", qtype);
+}
+#else
+void dequantize_row(const uint8_t* w, int64_t qtype, int64_t k, float* y) {
+  switch (qtype) {
+    case kQ8_0:
+      for (int64_t b = 0; b < k / 32; ++b, w += 34, y += 32) {
+        const float d = half_to_float(w);
+        const int8_t* q = reinterpret_cast<const int8_t*>(w + 2);
+        for (int i = 0; i < 32; ++i) y[i] = d * q[i];
+      }
+      return;
+    case kQ5_0:
+      for (int64_t b = 0; b < k / 32; ++b, w += 22, y += 32) {
+        const float d = half_to_float(w);
+        uint32_t high;
+        std::memcpy(&high, w + 2, 4);
+        for (int i = 0; i < 16; ++i) {
+          const int lo = (w[6 + i] & 0x0F) | (((high >> i) & 1) << 4);
+          const int hi = (w[6 + i] >> 4) | (((high >> (i + 16)) & 1) << 4);
+          y[i] = d * float(lo - 16);
+          y[i + 16] = d * float(hi - 16);
+        }
+      }
+      return;
+    case kQ4_K:
+    case kQ5_K: {
+      const bool fifth_bit = qtype == kQ5_K;
+      for (int64_t b = 0; b < k / 256; ++b, w += fifth_bit ? 176 : 144, y += 256) {
+        const float d = half_to_float(w), dmin = half_to_float(w + 2);
+        const uint8_t* nibbles = w + (fifth_bit ? 48 : 16);
+        for (int c = 0; c < 4; ++c) {
+          uint8_t s0, m0, s1, m1;
+          k_scale_min(2 * c, w + 4, s0, m0);
+          k_scale_min(2 * c + 1, w + 4, s1, m1);
+          const float d0 = d * s0, d1 = d * s1, o0 = dmin * m0, o1 = dmin * m1;
+          for (int l = 0; l < 32; ++l) {
+            int lo = nibbles[32 * c + l] & 0x0F, hi = nibbles[32 * c + l] >> 4;
+            if (fifth_bit) {
+              lo |= ((w[16 + l] >> (2 * c)) & 1) << 4;
+              hi |= ((w[16 + l] >> (2 * c + 1)) & 1) << 4;
+            }
+            y[64 * c + l] = d0 * lo - o0;
+            y[64 * c + 32 + l] = d1 * hi - o1;
+          }
+        }
+      }
+      return;
+    }
+    case kQ6_K:
+      for (int64_t b = 0; b < k / 256; ++b, w += 210, y += 256) {
+        const float d = half_to_float(w + 208);
+        const int8_t* scales = reinterpret_cast<const int8_t*>(w + 192);
+        for (int half = 0; half < 2; ++half) {
+          const uint8_t* ql = w + 64 * half;
+          const uint8_t* qh = w + 128 + 32 * half;
+          float* out = y + 128 * half;
+          const int8_t* sc = scales + 8 * half;
+          for (int l = 0; l < 32; ++l) {
+            const int g = l / 16;
+            out[l] = d * sc[g] * float(((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32);
+            out[l + 32] = d * sc[g + 2] * float(((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            out[l + 64] = d * sc[g + 4] * float(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            out[l + 96] = d * sc[g + 6] * float(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+          }
+        }
+      }
+      return;
+  }
+  TORCH_CHECK(false, "ggml_matmul: unsupported GGML type ", qtype);
+}
+#endif
+
+// ---------------------------------------------------------------- ops
+
+void check_weight(const at::Tensor& raw, int64_t qtype, int64_t in_features) {
+  const BlockGeometry g = geometry(qtype);
+  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.dim() == 2 && raw.stride(1) == 1,
+              "ggml_matmul: raw must be uint8 [rows, row_bytes] with contiguous rows");
+  TORCH_CHECK(in_features % g.values == 0 && raw.size(1) == in_features / g.values * g.bytes,
+              "ggml_matmul: row of ", raw.size(1), " bytes is not ", in_features, " values of type ", qtype);
+}
+
+at::Tensor float_rows(const at::Tensor& x, int64_t in_features) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2 && x.size(1) == in_features,
+              "ggml_matmul: x must be float32 [tokens, ", in_features, "]");
+  return x.contiguous();
+}
+
+// Bytes of one quantized activation row of k values, for weights of `qtype`.
+size_t activation_bytes(int64_t qtype, int64_t k) {
+  const int64_t blocks = k / geometry(qtype).values;
+  return k_quant(qtype) ? sizeof(Act256) * blocks : sizeof(Act32) * blocks;
+}
+
+// m rows of k floats (row stride `stride`) quantized for dot products with `qtype` weights.
+std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, int64_t stride, int64_t qtype) {
+  const size_t bytes = activation_bytes(qtype, k);
+  std::vector<uint8_t> acts(bytes * m);
+  for (int64_t i = 0; i < m; ++i) {
+    if (k_quant(qtype))
+      quantize_act256(x + i * stride, k, reinterpret_cast<Act256*>(acts.data() + i * bytes));
+    else
+      quantize_act32(x + i * stride, k, reinterpret_cast<Act32*>(acts.data() + i * bytes));
+  }
+  return acts;
+}
+
+float dot_one(int64_t qtype, const uint8_t* w, const uint8_t* act, int64_t blocks) {
+  float out;
+  dot_rows<1>(qtype, w, act, 0, blocks, &out);
+  return out;
+}
+
+// Rows per parallel task: at least 256 KB of weights, so small matrices skip the threads' wake-up cost.
+int64_t grain_rows(int64_t row_bytes) { return std::max<int64_t>(1, (1 << 18) / row_bytes); }
+
+// x [M, K] float32 @ W_i^T for several weights at once (one parallel pass over all their rows), with
+// int8-quantized activations: [M, N_i] each.
+std::vector<at::Tensor> quantized_matmuls(const at::Tensor& x_in, at::TensorList raws, at::IntArrayRef qtypes) {
+  const int64_t count = int64_t(raws.size());
+  TORCH_CHECK(count > 0 && int64_t(qtypes.size()) == count, "quantized_matmuls: one qtype per weight");
+  const int64_t k = x_in.size(-1);
+  const at::Tensor x = float_rows(x_in, k);
+  const int64_t m = x.size(0);
+  std::vector<int64_t> first_row(count + 1, 0);
+  std::vector<at::Tensor> ys;
+  std::vector<const uint8_t*> weights(count);
+  std::vector<float*> outputs(count);
+  int64_t total_bytes = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    check_weight(raws[i], qtypes[i], k);
+    first_row[i + 1] = first_row[i] + raws[i].size(0);
+    total_bytes += raws[i].size(0) * raws[i].size(1);
+    ys.push_back(at::empty({m, raws[i].size(0)}, x.options()));
+    weights[i] = raws[i].data_ptr<uint8_t>();
+    outputs[i] = ys[i].data_ptr<float>();
+  }
+  // Activations once per format: per-32 blocks (Q8_0, Q5_0) and per-256 blocks (k-quants).
+  std::vector<uint8_t> acts32, acts256;
+  for (int64_t i = 0; i < count; ++i) {
+    std::vector<uint8_t>& acts = k_quant(qtypes[i]) ? acts256 : acts32;
+    if (acts.empty()) acts = quantize_activations(x.data_ptr<float>(), m, k, k, qtypes[i]);
+  }
+  const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, total_bytes / first_row[count]));
+  at::parallel_for(0, first_row[count], grain, [&](int64_t begin, int64_t end) {
+    float out[4];
+    for (int64_t global = begin; global < end; ++global) {
+      int64_t i = 0;
+      while (global >= first_row[i + 1]) ++i;
+      const int64_t row = global - first_row[i], n = first_row[i + 1] - first_row[i], qtype = qtypes[i];
+      const int64_t blocks = k / geometry(qtype).values;
+      const size_t act_bytes = activation_bytes(qtype, k);
+      const uint8_t* acts = (k_quant(qtype) ? acts256 : acts32).data();
+      const uint8_t* w = weights[i] + row * raws[i].stride(0);
+      float* yp = outputs[i];
+      for (int64_t t = 0; t < m; t += 4) {
+        const uint8_t* a = acts + t * act_bytes;
+        const int64_t r = std::min<int64_t>(4, m - t);
+        switch (r) {
+          case 1: dot_rows<1>(qtype, w, a, act_bytes, blocks, out); break;
+          case 2: dot_rows<2>(qtype, w, a, act_bytes, blocks, out); break;
+          case 3: dot_rows<3>(qtype, w, a, act_bytes, blocks, out); break;
+          default: dot_rows<4>(qtype, w, a, act_bytes, blocks, out); break;
+        }
+        for (int64_t j = 0; j < r; ++j) yp[(t + j) * n + row] = out[j];
+      }
+    }
+  });
+  return ys;
+}
+
+// x [M, K] float32 @ W^T with int8-quantized activations: [M, N].
+at::Tensor quantized_matmul(const at::Tensor& x, const at::Tensor& raw, int64_t qtype) {
+  return quantized_matmuls(x, {raw}, {qtype})[0];
+}
+
+// One token through a few MoE experts: sum_e weights[e] * down_e(silu(gate_e(x)) * up_e(x)), x [1, H].
+// Two parallel passes (all gate/up rows of all experts, then the output rows), not three per expert.
+at::Tensor expert_mlp(const at::Tensor& x_in, at::TensorList gates, at::TensorList ups, at::TensorList downs,
+                      at::ArrayRef<double> weights, int64_t gate_type, int64_t up_type, int64_t down_type) {
+  const int64_t experts = int64_t(gates.size());
+  TORCH_CHECK(experts > 0 && int64_t(ups.size()) == experts && int64_t(downs.size()) == experts &&
+                  int64_t(weights.size()) == experts, "expert_mlp: one gate, up, down and weight per expert");
+  const int64_t width = gates[0].size(0), hidden = downs[0].size(0);
+  const int64_t k = gates[0].size(1) / geometry(gate_type).bytes * geometry(gate_type).values;
+  std::vector<const uint8_t*> gate_rows(experts), up_rows(experts), down_rows(experts);
+  for (int64_t e = 0; e < experts; ++e) {
+    check_weight(gates[e], gate_type, k);
+    check_weight(ups[e], up_type, k);
+    check_weight(downs[e], down_type, width);
+    TORCH_CHECK(gates[e].size(0) == width && ups[e].size(0) == width && downs[e].size(0) == hidden,
+                "expert_mlp: experts of different shapes");
+    gate_rows[e] = gates[e].data_ptr<uint8_t>();
+    up_rows[e] = ups[e].data_ptr<uint8_t>();
+    down_rows[e] = downs[e].data_ptr<uint8_t>();
+  }
+  const at::Tensor x = float_rows(x_in, k);
+  TORCH_CHECK(x.size(0) == 1, "expert_mlp: one token");
+  const std::vector<uint8_t> gate_act = quantize_activations(x.data_ptr<float>(), 1, k, k, gate_type);
+  const std::vector<uint8_t> up_act =
+      up_type == gate_type ? gate_act : quantize_activations(x.data_ptr<float>(), 1, k, k, up_type);
+  const int64_t gate_stride = gates[0].stride(0), up_stride = ups[0].stride(0), down_stride = downs[0].stride(0);
+  const int64_t gate_blocks = k / geometry(gate_type).values, up_blocks = k / geometry(up_type).values;
+
+  std::vector<float> gate_up(experts * 2 * width);  // expert e: gate rows, then up rows
+  at::parallel_for(0, experts * 2 * width, grain_rows(gates[0].size(1)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t e = i / (2 * width), j = i % (2 * width);
+      gate_up[i] = j < width ? dot_one(gate_type, gate_rows[e] + j * gate_stride, gate_act.data(), gate_blocks)
+                             : dot_one(up_type, up_rows[e] + (j - width) * up_stride, up_act.data(), up_blocks);
+    }
+  });
+  std::vector<float> mixed(experts * width);
+  for (int64_t e = 0; e < experts; ++e)
+    for (int64_t j = 0; j < width; ++j) {
+      const float g = gate_up[e * 2 * width + j];
+      mixed[e * width + j] = g / (1.f + std::exp(-g)) * gate_up[e * 2 * width + width + j];
+    }
+  const std::vector<uint8_t> down_act = quantize_activations(mixed.data(), experts, width, width, down_type);
+  const size_t down_act_bytes = activation_bytes(down_type, width);
+  const int64_t down_blocks = width / geometry(down_type).values;
+
+  at::Tensor y = at::empty({1, hidden}, x.options());
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, hidden, grain_rows(downs[0].size(1) * experts), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      float sum = 0.f;
+      for (int64_t e = 0; e < experts; ++e)
+        sum += float(weights[e]) * dot_one(down_type, down_rows[e] + row * down_stride,
+                                           down_act.data() + e * down_act_bytes, down_blocks);
+      yp[row] = sum;
+    }
+  });
+  return y;
+}
+
+// Rows [begin, end) of W dequantized into out [end - begin, K] (contiguous), in parallel.
+void dequantize_rows_into(const at::Tensor& raw, int64_t qtype, int64_t k, const int64_t* ids, int64_t count,
+                          float* out) {
+  const uint8_t* wp = raw.data_ptr<uint8_t>();
+  const int64_t stride = raw.stride(0), rows = raw.size(0);
+  at::parallel_for(0, count, std::max<int64_t>(1, (1 << 14) / k), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t row = ids[i];
+      TORCH_CHECK(row >= 0 && row < rows, "ggml_matmul: row ", row, " out of range");
+      dequantize_row(wp + row * stride, qtype, k, out + i * k);
+    }
+  });
+}
+
+// Rows `ids` of W as float32 [len(ids), K].
+at::Tensor dequantize_rows(const at::Tensor& raw, const at::Tensor& ids_in, int64_t qtype) {
+  const BlockGeometry g = geometry(qtype);
+  const int64_t k = raw.size(1) / g.bytes * g.values;
+  check_weight(raw, qtype, k);
+  const at::Tensor ids = ids_in.to(at::kLong).contiguous();
+  at::Tensor out = at::empty({ids.numel(), k}, raw.options().dtype(at::kFloat));
+  dequantize_rows_into(raw, qtype, k, ids.data_ptr<int64_t>(), ids.numel(), out.data_ptr<float>());
+  return out.view([&] {
+    std::vector<int64_t> shape(ids_in.sizes().begin(), ids_in.sizes().end());
+    shape.push_back(k);
+    return shape;
+  }());
+}
+
+// x [M, K] float32 @ W^T exactly (fp32 weights), dequantizing `tile_rows` rows of W at a time.
+at::Tensor dequantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int64_t qtype, int64_t tile_rows) {
+  const BlockGeometry g = geometry(qtype);
+  const int64_t n = raw.size(0), k = raw.size(1) / g.bytes * g.values;
+  check_weight(raw, qtype, k);
+  const at::Tensor x = float_rows(x_in, k);
+  tile_rows = std::max<int64_t>(1, std::min(tile_rows, n));
+  at::Tensor y = at::empty({x.size(0), n}, x.options());
+  at::Tensor tile = at::empty({tile_rows, k}, x.options());
+  std::vector<int64_t> ids(tile_rows);
+  for (int64_t start = 0; start < n; start += tile_rows) {
+    const int64_t rows = std::min(tile_rows, n - start);
+    for (int64_t i = 0; i < rows; ++i) ids[i] = start + i;
+    dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<float>());
+    at::Tensor out = y.narrow(1, start, rows);
+    at::mm_out(out, x, tile.narrow(0, 0, rows).t());
+  }
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(qwen_ggml, m) {
+  m.def("quantized_matmul(Tensor x, Tensor raw, int qtype) -> Tensor");
+  m.def("quantized_matmuls(Tensor x, Tensor[] raws, int[] qtypes) -> Tensor[]");
+  m.def("dequantized_matmul(Tensor x, Tensor raw, int qtype, int tile_rows) -> Tensor");
+  m.def("dequantize_rows(Tensor raw, Tensor ids, int qtype) -> Tensor");
+  m.def("expert_mlp(Tensor x, Tensor[] gates, Tensor[] ups, Tensor[] downs, float[] weights, int gate_type, "
+        "int up_type, int down_type) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) {
+  m.impl("quantized_matmul", &quantized_matmul);
+  m.impl("quantized_matmuls", &quantized_matmuls);
+  m.impl("dequantized_matmul", &dequantized_matmul);
+  m.impl("dequantize_rows", &dequantize_rows);
+  m.impl("expert_mlp", &expert_mlp);
+}

@@ -1,0 +1,71 @@
+"""GGML blocks used in place, straight from the file's pages, by the native kernels (native_build).
+
+The weight stays the file's only copy. Calls with few tokens (decode, draft checks) quantize the
+activations per block to int8 and use integer dot products, as llama.cpp does (weights exact,
+activations rounded); calls with many tokens (prefill) dequantize row tiles to fp32 for BLAS,
+exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..linear import LinearKernel
+from ..quants import block_geometry
+
+# Most tokens per call that take the int8 dot-product path; more go through dequantized tiles.
+FEW_TOKENS = 8
+# Weight rows dequantized per BLAS call, in elements (fp32: 8 MiB).
+_TILE_ELEMENTS = 2 * 2**20
+
+
+class NativeBlockLinear(LinearKernel):
+    """y = x @ W.T for a GGML block-quantized `raw` [out_features, row_bytes] (a view, never copied)."""
+
+    reads_checkpoint_in_place = True
+
+    def __init__(self, ops, raw: torch.Tensor, qtype, out_features: int, in_features: int):
+        block_geometry(qtype)
+        self.ops, self.qtype_id = ops, int(qtype)
+        self.raw = raw.reshape(out_features, -1)
+        self.out_features, self.in_features = out_features, in_features
+        self.tile_rows = max(1, _TILE_ELEMENTS // in_features)
+
+    def __call__(self, x):
+        rows = x.reshape(-1, self.in_features).float()
+        if rows.shape[0] <= FEW_TOKENS:
+            y = self.ops.quantized_matmul(rows, self.raw, self.qtype_id)
+        else:
+            y = self.ops.dequantized_matmul(rows, self.raw, self.qtype_id, self.tile_rows)
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def rows(self, ids):
+        return self.ops.dequantize_rows(self.raw, ids, self.qtype_id)
+
+    @property
+    def nbytes(self):
+        return self.raw.numel()
+
+
+class NativeGroup:
+    """Native kernels sharing one input (q/k/v, gate/up): their few-token calls run as one native
+    call, one pass of the threads instead of one per matrix."""
+
+    def __init__(self, kernels: list[NativeBlockLinear]):
+        self.kernels = kernels
+        self.ops = kernels[0].ops
+        self.raws, self.qtypes = [k.raw for k in kernels], [k.qtype_id for k in kernels]
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        rows = x.reshape(-1, self.kernels[0].in_features)
+        if rows.shape[0] > FEW_TOKENS:
+            return [kernel(x) for kernel in self.kernels]
+        ys = self.ops.quantized_matmuls(rows.float(), self.raws, self.qtypes)
+        return [y.to(x.dtype).view(*x.shape[:-1], y.shape[-1]) for y in ys]
+
+
+def native_group(kernels: list[LinearKernel]) -> NativeGroup | None:
+    """A `NativeGroup` of `kernels` where they are all native, else None."""
+    if len(kernels) > 1 and all(type(k) is NativeBlockLinear for k in kernels):
+        return NativeGroup(kernels)
+    return None
