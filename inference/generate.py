@@ -33,12 +33,11 @@ class GenerationResult:
 
 
 def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
-            should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = (),
-            deadline: float | None = None) -> torch.Tensor | None:
-    """Run `ids` after the cache's contents in chunks; logits of the last token, or None if stopped.
+            should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = ()) -> torch.Tensor | None:
+    """Run `ids` after the cache's contents in chunks; logits of the last token, or None if cancelled.
 
-    `should_stop` is polled before every chunk, `deadline` between chunks (a spent budget still
-    computes one chunk). The chunks computed before a stop stay in the cache. A recurrent cache
+    `should_stop` is polled before every chunk; the chunks computed before a stop stay in the
+    cache. A recurrent cache
     (`HybridCache`) is cut at every multiple of `chunk`, at the positions `snapshot_at` and before
     the last token, and snapshotted after each piece: the points a later request sharing the
     prefix resumes from.
@@ -51,8 +50,8 @@ def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
     else:
         cuts = [*range(start + chunk, end, chunk), end]
     logits = None
-    for index, cut in enumerate(cuts):
-        if (should_stop is not None and should_stop()) or (index > 0 and _past(deadline)):
+    for cut in cuts:
+        if should_stop is not None and should_stop():
             return None
         piece = torch.tensor(ids[cache.length - start : cut - start], dtype=torch.long)
         logits = model.forward(piece, cache, last_only=True)[-1]
@@ -77,9 +76,10 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
 
     With a `drafter`, each step verifies the drafted tokens in one forward pass (exact: see
     `speculative`). Past `deadline` (a `time.perf_counter()` value) generation ends at the next
-    newline; a deadline passed during the prefill ends it at the next chunk with no tokens
-    ("time_budget"), as cancellation does. On return the cache holds KV for a prefix of prompt +
-    generated tokens (the chunks prefilled so far, when stopped early).
+    newline, like llama.vim's t_max_predict_ms: the prompt is always finished (only cancellation
+    stops a prefill), so a budget spent in the prefill still answers the first line. On return the
+    cache holds KV for a prefix of prompt + generated tokens (the chunks prefilled so far, when
+    cancelled).
     """
     if not prompt_ids:
         raise ValueError("the prompt is empty")
@@ -101,12 +101,10 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
     reused = cache.length
     result = GenerationResult(text="", token_ids=[], prompt_tokens=len(prompt_ids), stop_reason="max_tokens")
     result.timings.update(drafted_tokens=0, accepted_tokens=0, verify_steps=0)
-    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop,
-                     config.snapshot_at, deadline)
+    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop, config.snapshot_at)
     result.prefill_ms = (time.perf_counter() - started) * 1000
     if logits is None or config.max_new_tokens == 0:
-        stopped = "cancelled" if should_stop is not None and should_stop() else "time_budget"
-        result.stop_reason = "max_tokens" if logits is not None else stopped
+        result.stop_reason = "max_tokens" if logits is not None else "cancelled"
         result.total_ms = result.prefill_ms
         return result
 

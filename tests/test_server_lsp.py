@@ -165,20 +165,16 @@ async def test_cancel_request_during_the_prefill_stops_the_engine(tmp_path, tiny
         assert result.items and (await stats(client))["last_generation"]["generated_tokens"] > 0
 
 
-async def test_a_time_budget_spent_in_the_prefill_answers_empty_and_the_next_request_goes_on(tmp_path, tiny_server_model):
+async def test_a_time_budget_spent_in_the_prefill_still_answers_and_keeps_the_prompt(tmp_path, tiny_server_model):
     uri = (tmp_path / "long.py").as_uri()
     async with lsp_session(tiny_server_model, root=tmp_path, init_options={**LONG_BUDGET, "timeBudgetMs": 50}) as client:
         open_doc(client, uri, LONG_FILE)
-        first = await client.text_document_inline_completion_async(inline_params(uri, LONG_LINE, 4, explicit=True))
-        assert first.items == ()
+        await client.text_document_inline_completion_async(inline_params(uri, LONG_LINE, 4, explicit=True))
         spent = (await stats(client))["last_generation"]
-        assert spent["stop_reason"] == "time_budget" and spent["generated_tokens"] == 0
-        second = await client.text_document_inline_completion_async(inline_params(uri, LONG_LINE, 4, explicit=True))
+        assert spent["generated_tokens"] > 0  # the prompt is finished, decoding stops at a newline
+        await client.text_document_inline_completion_async(inline_params(uri, LONG_LINE, 2, explicit=True))
         resumed = (await stats(client))["last_generation"]
-        assert resumed["reused_prompt_tokens"] > 0  # the chunks the first request computed
-        assert resumed["prompt_tokens"] == spent["prompt_tokens"]
-        assert (await stats(client))["model_calls"] == 2  # an empty answer is not cached
-        assert second.items == () or resumed["stop_reason"] != "time_budget"
+        assert resumed["reused_prompt_tokens"] > 0
 
 
 async def test_newer_request_preempts_older_generation(tmp_path, tiny_server_model):
