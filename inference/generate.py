@@ -76,7 +76,7 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
 
     With a `drafter`, each step verifies the drafted tokens in one forward pass (exact: see
     `speculative`). Past `deadline` (a `time.perf_counter()` value) generation ends at the next
-    newline, like llama.vim's t_max_predict_ms: the prompt is always finished (only cancellation
+    newline that follows some text, like llama.vim's t_max_predict_ms: the prompt is always finished (only cancellation
     stops a prefill), so a budget spent in the prefill still answers the first line. On return the
     cache holds KV for a prefix of prompt + generated tokens (the chunks prefilled so far, when
     cancelled).
@@ -177,7 +177,7 @@ class _Emitter:
         if len(result.token_ids) >= self.config.max_new_tokens:
             result.stop_reason = "max_tokens"
             return True
-        if "\n" in piece and _past(self.deadline):
+        if "\n" in piece and result.text.strip() and _past(self.deadline):
             result.stop_reason = "time_budget"
             return True
         return False
