@@ -50,6 +50,9 @@ class ModelConfig:
     linear_num_value_heads: int = 0
     linear_key_head_dim: int = 0
     linear_value_head_dim: int = 0
+    # Multi-token-prediction layers after the decoder (qwen3_next's MTP head), counted as layers
+    # num_layers .. num_layers + mtp_layers - 1 in canonical tensor names.
+    mtp_layers: int = 0
     name: str = ""
 
     def is_linear_attention_layer(self, layer: int) -> bool:
@@ -132,7 +135,8 @@ class ModelConfig:
         hidden, heads = int(get("embedding_length")), int(get("attention.head_count"))
         is_moe = arch in ("qwen3_moe", "qwen3_next")
         head_dim = int(get("attention.key_length", hidden // heads))
-        num_layers = int(get("block_count"))
+        # llama.cpp counts next-token-prediction layers in block_count, after the decoder's.
+        num_layers = int(get("block_count")) - int(get("nextn_predict_layers", 0))
         next_fields = _qwen3_next_gguf_fields(get, num_layers) if arch == "qwen3_next" else {}
         vocab = meta.get(f"{gguf_arch}.vocab_size") or len(meta.get("tokenizer.ggml.tokens") or ())
         if not vocab:
@@ -178,6 +182,7 @@ def _qwen3_next_fields(cfg: dict[str, Any], get, head_dim: int, source: str) -> 
         linear_conv_kernel=get("linear_conv_kernel_dim"), linear_num_key_heads=get("linear_num_key_heads"),
         linear_num_value_heads=get("linear_num_value_heads"), linear_key_head_dim=get("linear_key_head_dim"),
         linear_value_head_dim=get("linear_value_head_dim"),
+        mtp_layers=int(cfg.get("mtp_num_hidden_layers") or cfg.get("num_nextn_predict_layers") or 0),
     )
 
 
@@ -192,6 +197,7 @@ def _qwen3_next_gguf_fields(get, num_layers: int) -> dict[str, Any]:
         linear_conv_kernel=int(get("ssm.conv_kernel")), linear_num_key_heads=int(get("ssm.group_count")),
         linear_num_value_heads=value_heads, linear_key_head_dim=int(get("ssm.state_size")),
         linear_value_head_dim=int(get("ssm.inner_size")) // value_heads,
+        mtp_layers=int(get("nextn_predict_layers", 0)),
     )
 
 

@@ -20,15 +20,17 @@ from .model import QwenModel
 from .preemption import LatestByKey, either
 from .prefix_cache import PrefixCache
 from .sampling import GenerationConfig
-from .speculative import DraftLength, DraftModelDrafter, NgramDrafter, common_prefix_length
+from .speculative import DraftLength, DraftModelDrafter, MTPDrafter, NgramDrafter, common_prefix_length
 from .tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
 class SpeculationConfig:
-    """Which drafter proposes tokens. The draft model wins over n-grams when both are set."""
+    """Which drafter proposes tokens: the draft model when set, else the model's own MTP head when
+    it has one and `mtp` is on, else n-grams when `ngram` is on."""
 
     ngram: bool = True
+    mtp: bool = True
     min_ngram: int = 2
     max_ngram: int = 4
     ngram_max_draft: int = 16
@@ -148,8 +150,12 @@ class Engine:
     def _drafter(self):
         spec = self.speculation
         if spec.draft_model is not None:
-            if self._draft is None or self._draft.model is not spec.draft_model:
+            if not isinstance(self._draft, DraftModelDrafter) or self._draft.model is not spec.draft_model:
                 self._draft = DraftModelDrafter(spec.draft_model, self.cache.max_length)
+            return self._draft, DraftLength(spec.draft_initial, 1, spec.draft_max)
+        if spec.mtp and self.model.mtp is not None:
+            if not isinstance(self._draft, MTPDrafter):
+                self._draft = MTPDrafter(self.model, self.cache.max_length)
             return self._draft, DraftLength(spec.draft_initial, 1, spec.draft_max)
         if spec.ngram:
             return (NgramDrafter(spec.min_ngram, spec.max_ngram),

@@ -10,7 +10,7 @@ import torch
 
 from .hybrid_cache import HybridCache
 from .kv_cache import KVCache
-from .model import QwenModel
+from .model import OnHidden, QwenModel
 from .sampling import GenerationConfig, choose_token
 from .speculative import Draft, Drafter, DraftLength, verify_greedy, verify_sampling
 from .tokenizer import Tokenizer
@@ -33,14 +33,15 @@ class GenerationResult:
 
 
 def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
-            should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = ()) -> torch.Tensor | None:
+            should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = (),
+            on_hidden: OnHidden | None = None) -> torch.Tensor | None:
     """Run `ids` after the cache's contents in chunks; logits of the last token, or None if cancelled.
 
     `should_stop` is polled before every chunk; the chunks computed before a stop stay in the
     cache. A recurrent cache
     (`HybridCache`) is cut at every multiple of `chunk`, at the positions `snapshot_at` and before
     the last token, and snapshotted after each piece: the points a later request sharing the
-    prefix resumes from.
+    prefix resumes from. `on_hidden` receives every piece's final hidden states (`QwenModel.forward`).
     """
     start, end = cache.length, cache.length + len(ids)
     recurrent = isinstance(cache, HybridCache)
@@ -54,18 +55,19 @@ def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
         if should_stop is not None and should_stop():
             return None
         piece = torch.tensor(ids[cache.length - start : cut - start], dtype=torch.long)
-        logits = model.forward(piece, cache, last_only=True)[-1]
+        logits = model.forward(piece, cache, last_only=True, on_hidden=on_hidden)[-1]
         if recurrent:
             cache.snapshot()
     return logits
 
 
-def rewind(model: QwenModel, cache: KVCache, ids: list[int], length: int, chunk: int) -> None:
+def rewind(model: QwenModel, cache: KVCache, ids: list[int], length: int, chunk: int,
+           on_hidden: OnHidden | None = None) -> None:
     """Cut the cache (which holds a prefix of `ids`) back to `length` tokens, recomputing whatever a
     recurrent cache could not keep."""
     cache.truncate(length)
     if cache.length < length:
-        prefill(model, cache, ids[cache.length : length], chunk)
+        prefill(model, cache, ids[cache.length : length], chunk, on_hidden=on_hidden)
 
 
 def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], config: GenerationConfig,
@@ -101,7 +103,8 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
     reused = cache.length
     result = GenerationResult(text="", token_ids=[], prompt_tokens=len(prompt_ids), stop_reason="max_tokens")
     result.timings.update(drafted_tokens=0, accepted_tokens=0, verify_steps=0)
-    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop, config.snapshot_at)
+    logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop, config.snapshot_at,
+                     _hidden_observer(drafter, prompt_ids))
     result.prefill_ms = (time.perf_counter() - started) * 1000
     if logits is None or config.max_new_tokens == 0:
         result.stop_reason = "max_tokens" if logits is not None else "cancelled"
@@ -122,8 +125,9 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
         draft = drafter.propose(context, min(draft_length.current, room), config, generator) \
             if drafter is not None and room > 0 else Draft([])
         base = cache.length
+        observe = _hidden_observer(drafter, context + draft.tokens)
         logits = model.forward(torch.tensor([token] + draft.tokens, dtype=torch.long), cache,
-                               last_only=not draft.tokens)
+                               last_only=not draft.tokens, on_hidden=observe)
         if not draft.tokens:
             accepted, token = 0, choose_token(logits[-1], config, context, generator)
         elif config.greedy:
@@ -131,7 +135,7 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
         else:
             accepted, token = verify_sampling(logits, draft, config, context, generator)
         if draft.tokens:
-            rewind(model, cache, context + draft.tokens, base + 1 + accepted, config.prefill_chunk)
+            rewind(model, cache, context + draft.tokens, base + 1 + accepted, config.prefill_chunk, observe)
             draft_length.update(len(draft.tokens), accepted)
             result.timings["verify_steps"] += 1
             result.timings["drafted_tokens"] += len(draft.tokens)
@@ -147,6 +151,12 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
     if len(result.token_ids) > 1:
         result.decode_tokens_per_s = (len(result.token_ids) - 1) / max(finished - first_token_at, 1e-9)
     return result
+
+
+def _hidden_observer(drafter: Drafter | None, ids: list[int]) -> OnHidden | None:
+    """The target's hidden states over `ids` for a drafter that reads them (`MTPDrafter.observe`)."""
+    observe = getattr(drafter, "observe", None)
+    return None if observe is None else lambda start, hidden: observe(ids, start, hidden)
 
 
 def _past(deadline: float | None) -> bool:

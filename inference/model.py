@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,15 @@ from .kernels.native_experts import NativeExperts
 from .kernels.native_ggml import native_group
 from .kv_cache import KVCache
 from .linear import KernelFactory, LinearKernel, make_embedding, make_linear
+from .mtp import MultiTokenPredictor
 from .rope import RotaryEmbedding
+
+OnHidden = Callable[[int, torch.Tensor], None]
+
+# Passes of at most this many tokens (decode, verifying drafts, short prompt remainders) attend query
+# by query; with the native kernels' row-independent int8 path (`selection.few_token_limit`) each
+# token then computes what it would alone.
+ROW_BY_ROW_TOKENS = 32
 
 
 class RMSNorm:
@@ -56,6 +65,12 @@ class Attention:
     def weight_bytes(self) -> int:
         return sum(k.nbytes for k in (self.q_proj, self.k_proj, self.v_proj, self.o_proj))
 
+    def _attend(self, q, keys, values, mask=None) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q.unsqueeze(0), keys.unsqueeze(0), values.unsqueeze(0),
+            attn_mask=mask, scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads,
+        )[0]
+
     def _heads(self, y: torch.Tensor, bias, heads: int, width: int | None = None) -> torch.Tensor:
         if bias is not None:
             y = y + bias
@@ -79,15 +94,15 @@ class Attention:
         q = self.rope(q.transpose(0, 1), start)
         k = self.rope(k.transpose(0, 1), start)
         keys, values = cache.write(self.slot, start, k, v.transpose(0, 1))
-        mask = None
-        if n > 1:
-            # Query i sits at position start+i and sees keys 0..start+i.
+        if n <= ROW_BY_ROW_TOKENS:
+            # Query i sits at position start+i and sees keys 0..start+i: attended alone, exactly as
+            # decoding that token would, so a verified draft gives the tokens plain decoding gives.
+            out = torch.cat([self._attend(q[:, i : i + 1], keys[:, : start + i + 1], values[:, : start + i + 1])
+                             for i in range(n)], dim=1)
+        else:
             mask = torch.ones(n, start + n, dtype=torch.bool).tril(diagonal=start)
-        out = F.scaled_dot_product_attention(
-            q.unsqueeze(0), keys.unsqueeze(0), values.unsqueeze(0),
-            attn_mask=mask, scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads,
-        )
-        out = out[0].transpose(0, 1).reshape(n, self.num_heads * self.head_dim)
+            out = self._attend(q, keys, values, mask)
+        out = out.transpose(0, 1).reshape(n, self.num_heads * self.head_dim)
         if gate is not None:
             out = out * torch.sigmoid(gate.reshape(n, -1))
         return self.o_proj(out)
@@ -192,9 +207,11 @@ class DecoderLayer:
 
 class QwenModel:
     def __init__(self, config: ModelConfig, embed: LinearKernel, layers: list[DecoderLayer],
-                 final_norm: RMSNorm, lm_head: LinearKernel, dtype: torch.dtype):
+                 final_norm: RMSNorm, lm_head: LinearKernel, dtype: torch.dtype,
+                 mtp: MultiTokenPredictor | None = None):
         self.config, self.embed, self.layers = config, embed, layers
         self.final_norm, self.lm_head, self.dtype = final_norm, lm_head, dtype
+        self.mtp = mtp  # qwen3_next's multi-token-prediction head, where the checkpoint has one
 
     def new_cache(self, max_length: int | None = None) -> KVCache:
         c = self.config
@@ -205,14 +222,20 @@ class QwenModel:
         return KVCache(c.num_layers, c.num_kv_heads, c.head_dim, max_length, self.dtype)
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False) -> torch.Tensor:
-        """Run `tokens` (1-D ids) after the cache's contents; return fp32 logits [n or 1, vocab]."""
+    def forward(self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False,
+                on_hidden: OnHidden | None = None) -> torch.Tensor:
+        """Run `tokens` (1-D ids) after the cache's contents; return fp32 logits [n or 1, vocab].
+        `on_hidden(start, states)` receives the final (normed) hidden states of every new token."""
         start = cache.length
         cache.reserve(start + tokens.shape[0])
         x = self.embed.rows(tokens)
         for layer in self.layers:
             x = layer(x, cache, start)
         cache.length = start + tokens.shape[0]
+        if on_hidden is not None:
+            x = self.final_norm(x)
+            on_hidden(start, x)
+            return self.lm_head(x[-1:] if last_only else x).float()
         if last_only:
             x = x[-1:]
         return self.lm_head(self.final_norm(x)).float()
@@ -233,74 +256,98 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32,
                 kernels: list[KernelFactory] | None = None) -> QwenModel:
     """Assemble the model from a checkpoint's tensors (weights stay where the checkpoint keeps them)."""
     config = checkpoint.config
-
-    def linear(name: str) -> LinearKernel:
-        tensor = checkpoint.tensor(name)
-        if len(tensor.shape) == 1:  # a single output row stored as a vector
-            tensor = replace(tensor, shape=(1, tensor.shape[0]), data=tensor.data.reshape(1, -1))
-        return make_linear(tensor, dtype, kernels)
-
-    def vector(name: str) -> torch.Tensor | None:
-        return checkpoint.tensor(name).data.to(dtype) if checkpoint.has(name) else None
-
-    def norm(name: str) -> RMSNorm:
-        return RMSNorm(checkpoint.tensor(name).data, config.rms_norm_eps, dtype)
-
-    def mlp(p: str, suffix: str = "") -> GatedMLP:
-        return GatedMLP(*(linear(f"{p}ffn_{part}{suffix}.weight") for part in ("gate", "up", "down")))
-
-    rope = RotaryEmbedding(config.head_dim, config.rope_theta, config.rotary_dim or None)
+    build = _LayerBuilder(checkpoint, dtype, kernels)
     layers = []
     attention_slots = linear_slots = 0
     for i in range(config.num_layers):
-        p = f"blk.{i}."
-        if config.is_linear_attention_layer(i):
-            mixer = GatedDeltaNet(
-                config, linear_slots, linear(p + "attn_qkv.weight"), linear(p + "attn_gate.weight"),
-                linear(p + "ssm_ba.weight"), checkpoint.tensor(p + "ssm_conv1d.weight").data,
-                checkpoint.tensor(p + "ssm_a").data, checkpoint.tensor(p + "ssm_dt.bias").data,
-                checkpoint.tensor(p + "ssm_norm.weight").data, linear(p + "ssm_out.weight"), dtype,
-            )
-            linear_slots += 1
-        else:
-            mixer = Attention(
-                config, attention_slots,
-                linear(p + "attn_q.weight"), linear(p + "attn_k.weight"),
-                linear(p + "attn_v.weight"), linear(p + "attn_output.weight"),
-                (vector(p + "attn_q.bias"), vector(p + "attn_k.bias"), vector(p + "attn_v.bias")),
-                norm(p + "attn_q_norm.weight") if config.qk_norm else None,
-                norm(p + "attn_k_norm.weight") if config.qk_norm else None,
-                rope,
-            )
-            attention_slots += 1
-        if config.is_moe_layer(i):
-            projections = {
-                name: [make_linear(t, dtype, kernels) for t in checkpoint.expert_tensors(i, name)]
-                for name in ("gate", "up", "down")
-            }
-            gates, ups, downs = (projections[name] for name in ("gate", "up", "down"))
-            stack = ExpertStack.from_kernels(gates, ups, downs)
-            if stack is not None:
-                experts = [GatedMLP(*stack.expert_kernels(e)) for e in range(config.num_experts)]
-            else:
-                experts = [GatedMLP(*parts) for parts in zip(gates, ups, downs)]
-                stack = NativeExperts.from_kernels(gates, ups, downs)
-            del projections, gates, ups, downs
-            shared = None
-            if config.shared_expert_intermediate_size:
-                shared = SharedExpert(mlp(p, "_shexp"), linear(p + "ffn_gate_inp_shexp.weight"))
-            ffn = MixtureOfExperts(
-                linear(p + "ffn_gate_inp.weight"), experts, config.num_experts_per_token, config.norm_topk_prob,
-                stack, shared,
-            )
-        else:
-            ffn = mlp(p)
-        # llama.cpp names qwen3_next's second norm after the attention, the others' before the FFN.
-        ffn_norm = p + ("post_attention_norm.weight" if config.architecture == "qwen3_next" else "ffn_norm.weight")
-        layers.append(DecoderLayer(norm(p + "attn_norm.weight"), mixer, norm(ffn_norm), ffn))
+        linear_attention = config.is_linear_attention_layer(i)
+        slot = linear_slots if linear_attention else attention_slots
+        layers.append(build.layer(i, slot, linear_attention, config.is_moe_layer(i)))
+        linear_slots += linear_attention
+        attention_slots += not linear_attention
     tied = config.tie_word_embeddings or not checkpoint.has("output.weight")
     if tied:
-        embed = lm_head = linear("token_embd.weight")
+        embed = lm_head = build.linear("token_embd.weight")
     else:
-        embed, lm_head = make_embedding(checkpoint.tensor("token_embd.weight"), dtype), linear("output.weight")
-    return QwenModel(config, embed, layers, norm("output_norm.weight"), lm_head, dtype)
+        embed, lm_head = make_embedding(checkpoint.tensor("token_embd.weight"), dtype), build.linear("output.weight")
+    mtp = None
+    p = f"blk.{config.num_layers}."
+    if config.mtp_layers and checkpoint.has(p + "nextn.eh_proj.weight"):
+        mtp = MultiTokenPredictor(
+            build.linear(p + "nextn.eh_proj.weight"), build.norm(p + "nextn.enorm.weight"),
+            build.norm(p + "nextn.hnorm.weight"),
+            build.layer(config.num_layers, 0, False, checkpoint.has(p + "ffn_gate_inp.weight")),
+            build.norm(p + "nextn.shared_head_norm.weight"), embed, lm_head, config,
+        )
+    return QwenModel(config, embed, layers, build.norm("output_norm.weight"), lm_head, dtype, mtp)
+
+
+class _LayerBuilder:
+    """Kernels, norms and decoder layers from a checkpoint's canonical tensor names."""
+
+    def __init__(self, checkpoint: Checkpoint, dtype: torch.dtype, kernels: list[KernelFactory] | None):
+        self.checkpoint, self.config, self.dtype, self.kernels = checkpoint, checkpoint.config, dtype, kernels
+        config = self.config
+        self.rope = RotaryEmbedding(config.head_dim, config.rope_theta, config.rotary_dim or None)
+
+    def linear(self, name: str) -> LinearKernel:
+        tensor = self.checkpoint.tensor(name)
+        if len(tensor.shape) == 1:  # a single output row stored as a vector
+            tensor = replace(tensor, shape=(1, tensor.shape[0]), data=tensor.data.reshape(1, -1))
+        return make_linear(tensor, self.dtype, self.kernels)
+
+    def vector(self, name: str) -> torch.Tensor | None:
+        return self.checkpoint.tensor(name).data.to(self.dtype) if self.checkpoint.has(name) else None
+
+    def norm(self, name: str) -> RMSNorm:
+        return RMSNorm(self.checkpoint.tensor(name).data, self.config.rms_norm_eps, self.dtype)
+
+    def mlp(self, p: str, suffix: str = "") -> GatedMLP:
+        return GatedMLP(*(self.linear(f"{p}ffn_{part}{suffix}.weight") for part in ("gate", "up", "down")))
+
+    def layer(self, i: int, slot: int, linear_attention: bool, moe: bool) -> DecoderLayer:
+        """Layer `i`; `slot` indexes its keys/values (or recurrent state) in the cache."""
+        config, checkpoint, linear, p = self.config, self.checkpoint, self.linear, f"blk.{i}."
+        if linear_attention:
+            mixer = GatedDeltaNet(
+                config, slot, linear(p + "attn_qkv.weight"), linear(p + "attn_gate.weight"),
+                linear(p + "ssm_ba.weight"), checkpoint.tensor(p + "ssm_conv1d.weight").data,
+                checkpoint.tensor(p + "ssm_a").data, checkpoint.tensor(p + "ssm_dt.bias").data,
+                checkpoint.tensor(p + "ssm_norm.weight").data, linear(p + "ssm_out.weight"), self.dtype,
+            )
+        else:
+            mixer = Attention(
+                config, slot,
+                linear(p + "attn_q.weight"), linear(p + "attn_k.weight"),
+                linear(p + "attn_v.weight"), linear(p + "attn_output.weight"),
+                (self.vector(p + "attn_q.bias"), self.vector(p + "attn_k.bias"), self.vector(p + "attn_v.bias")),
+                self.norm(p + "attn_q_norm.weight") if config.qk_norm else None,
+                self.norm(p + "attn_k_norm.weight") if config.qk_norm else None,
+                self.rope,
+            )
+        ffn = self._moe(i) if moe else self.mlp(p)
+        # llama.cpp names qwen3_next's second norm after the attention, the others' before the FFN.
+        ffn_norm = p + ("post_attention_norm.weight" if config.architecture == "qwen3_next" else "ffn_norm.weight")
+        return DecoderLayer(self.norm(p + "attn_norm.weight"), mixer, self.norm(ffn_norm), ffn)
+
+    def _moe(self, i: int) -> MixtureOfExperts:
+        config, p = self.config, f"blk.{i}."
+        projections = {
+            name: [make_linear(t, self.dtype, self.kernels) for t in self.checkpoint.expert_tensors(i, name)]
+            for name in ("gate", "up", "down")
+        }
+        gates, ups, downs = (projections[name] for name in ("gate", "up", "down"))
+        stack = ExpertStack.from_kernels(gates, ups, downs)
+        if stack is not None:
+            experts = [GatedMLP(*stack.expert_kernels(e)) for e in range(config.num_experts)]
+        else:
+            experts = [GatedMLP(*parts) for parts in zip(gates, ups, downs)]
+            stack = NativeExperts.from_kernels(gates, ups, downs)
+        del projections, gates, ups, downs
+        shared = None
+        if config.shared_expert_intermediate_size:
+            shared = SharedExpert(self.mlp(p, "_shexp"), self.linear(p + "ffn_gate_inp_shexp.weight"))
+        return MixtureOfExperts(
+            self.linear(p + "ffn_gate_inp.weight"), experts, config.num_experts_per_token, config.norm_topk_prob,
+            stack, shared,
+        )

@@ -51,12 +51,30 @@ _HF_NAMES = [
     (r"blk\.(\d+)\.ffn_(gate|up|down)_shexp\.weight", r"model.layers.\1.mlp.shared_expert.\2_proj.weight"),
 ]
 
+# qwen3_next's multi-token-prediction head: its layers follow the decoder's (blk.{num_layers + j} is
+# mtp.layers.{j}), and its own tensors are named as llama.cpp names next-token-prediction layers.
+_MTP_NAMES = {
+    "nextn.eh_proj.weight": "mtp.fc.weight",
+    "nextn.enorm.weight": "mtp.pre_fc_norm_embedding.weight",
+    "nextn.hnorm.weight": "mtp.pre_fc_norm_hidden.weight",
+    "nextn.shared_head_norm.weight": "mtp.norm.weight",
+}
+
 # qwen3_next's RMSNorms scale by (1 + w); llama.cpp stores 1 + w, and so do canonical names.
-_ZERO_CENTRED_NORM = re.compile(r"(blk\.\d+\.(attn_norm|post_attention_norm|attn_q_norm|attn_k_norm)|output_norm)\.weight")
+_ZERO_CENTRED_NORM = re.compile(
+    r"(blk\.\d+\.(attn_norm|post_attention_norm|attn_q_norm|attn_k_norm|nextn\.(enorm|hnorm|shared_head_norm))"
+    r"|output_norm)\.weight"
+)
 
 
-def hf_name(canonical: str) -> str:
-    """The Hugging Face spelling of a canonical tensor name."""
+def hf_name(canonical: str, num_layers: int | None = None) -> str:
+    """The Hugging Face spelling of a canonical tensor name (layers from `num_layers` on are MTP layers)."""
+    layer = re.fullmatch(r"blk\.(\d+)\.(.+)", canonical)
+    if layer and num_layers is not None and int(layer[1]) >= num_layers:
+        rest = layer[2]
+        if rest in _MTP_NAMES:
+            return _MTP_NAMES[rest]
+        return hf_name(f"blk.0.{rest}").replace("model.layers.0.", f"mtp.layers.{int(layer[1]) - num_layers}.", 1)
     for pattern, replacement in _HF_NAMES:
         if re.fullmatch(pattern, canonical):
             return re.sub(pattern, replacement, canonical)
@@ -104,18 +122,18 @@ class SafetensorsCheckpoint:
 
     def has(self, name: str) -> bool:
         try:
-            return hf_name(name) in self._index
+            return hf_name(name, self.config.num_layers) in self._index
         except KeyError:
             return False
 
     def tensor(self, name: str) -> CheckpointTensor:
-        stored = self._tensor_by_hf_name(hf_name(name), canonical=name)
+        stored = self._tensor_by_hf_name(hf_name(name, self.config.num_layers), canonical=name)
         if self.config.architecture == "qwen3_next":
             return _qwen3_next_values(stored, self.config)
         return stored
 
     def expert_tensors(self, layer: int, projection: str) -> list[CheckpointTensor]:
-        prefix = f"model.layers.{layer}.mlp.experts"
+        prefix = hf_name(f"blk.{layer}.ffn_gate_inp.weight", self.config.num_layers).replace(".gate.weight", ".experts")
         per_expert = f"{prefix}.0.{projection}_proj.weight"
         if per_expert in self._index:
             return [

@@ -1,7 +1,7 @@
 """Exact speculative decoding: drafters propose tokens, the target model verifies them in one pass.
 
-Drafters: prompt lookup (n-grams of the prompt and the text so far) and a small draft model that
-shares the tokenizer. Verification keeps the target's output unchanged: greedy accepts drafts that
+Drafters: prompt lookup (n-grams of the prompt and the text so far), a small draft model that
+shares the tokenizer, and the model's own multi-token-prediction head (qwen3_next). Verification keeps the target's output unchanged: greedy accepts drafts that
 equal the target's argmax; sampling uses standard rejection sampling (accept with min(1, p/q),
 else sample from max(0, p - q) renormalised). KV of rejected drafts is dropped by truncation (a
 recurrent state is rebuilt at the cut, see `HybridCache`).
@@ -16,6 +16,7 @@ import torch
 
 from .kv_cache import KVCache
 from .model import QwenModel
+from .mtp import MultiTokenPredictor
 from .sampling import GenerationConfig, next_token_distribution
 
 
@@ -97,6 +98,84 @@ class DraftModelDrafter:
     def reset(self) -> None:
         self.cache.truncate(0)
         self._ids = []
+
+
+class MTPDrafter:
+    """Proposes tokens with the model's MTP head.
+
+    It sees the target's final hidden states through `observe` (every forward pass of the target,
+    with the tokens that pass ran over) and keeps the head's own keys/values for the context,
+    reusing the longest prefix it shares with the last context across requests. Where the target
+    skipped positions this drafter has no hidden states for (a prompt prefix served from the
+    prefix cache), the head's context starts where the states begin: rotary attention depends only
+    on relative positions, so the drafts stay well-formed, with less to look back on.
+    """
+
+    def __init__(self, model: QwenModel, max_context: int):
+        if model.mtp is None:
+            raise ValueError("the model has no MTP head")
+        self.head: MultiTokenPredictor = model.mtp
+        self.cache = self.head.new_cache(max_context, model.dtype)
+        self._ids: list[int] = []  # the context the head's entries were computed for
+        self._origin = 0  # absolute position of the head's first entry
+        self._rows: torch.Tensor | None = None  # target hidden states by absolute position
+        self._rows_start = 0  # rows before this are not held
+        self._row_ids: list[int] = []  # the tokens the held rows were computed for
+
+    @property
+    def context_start(self) -> int:
+        """The absolute position the head's own context begins at (0 unless positions were skipped)."""
+        return self._origin
+
+    def observe(self, ids: list[int], start: int, hidden: torch.Tensor) -> None:
+        """The target's final hidden states for positions [start, start + n), computed over `ids`."""
+        end = start + hidden.shape[0]
+        if common_prefix_length(self._row_ids, ids) < start or self._rows_start > start:
+            self._rows_start = start  # the rows held before `start` belong to other tokens
+        if self._rows is None or self._rows.shape[0] < end:
+            grown = torch.empty(max(end, 2 * (0 if self._rows is None else self._rows.shape[0])), hidden.shape[1],
+                                dtype=hidden.dtype)
+            if self._rows is not None:
+                grown[: self._rows.shape[0]] = self._rows
+            self._rows = grown
+        self._rows[start:end] = hidden
+        self._row_ids = list(ids[:end])
+
+    def propose(self, context: list[int], k: int, config: GenerationConfig,
+                generator: torch.Generator | None = None) -> Draft:
+        # Entry i (position i) reads h_i and token i+1: the context's real entries are 0 .. L-2.
+        real_end = len(context) - 1
+        rows_end = min(len(self._row_ids), common_prefix_length(self._row_ids, context))
+        if k <= 0 or real_end < 1 or rows_end < real_end or real_end + k - self._origin > self.cache.max_length:
+            return Draft([])
+        valid = min(common_prefix_length(self._ids, context) - 1, real_end - 1)  # entries with unchanged inputs
+        self.cache.truncate(max(0, valid - self._origin))
+        have = self._origin + self.cache.length
+        if self._rows_start > have:
+            self.cache.truncate(0)
+            self._origin = have = self._rows_start
+        tokens = torch.tensor(context[have + 1 : real_end + 1], dtype=torch.long)
+        out, logits = self.head.forward(self._rows[have:real_end], tokens, self.cache)
+        out, logits = out[-1:], logits[-1]
+        draft = Draft([], None if config.greedy else [])
+        for i in range(k):
+            if config.greedy:
+                token = int(torch.argmax(logits))
+            else:
+                q = next_token_distribution(logits, config, context + draft.tokens)
+                token = int(torch.multinomial(q, 1, generator=generator))
+                draft.probs.append(q)
+            draft.tokens.append(token)
+            if i + 1 < k:
+                out, logits = self.head.forward(out, torch.tensor([token]), self.cache)
+                logits = logits[-1]
+        self.cache.truncate(real_end - self._origin)  # drop the drafted entries: they read no target state
+        self._ids = list(context)
+        return draft
+
+    def reset(self) -> None:
+        self.cache.truncate(0)
+        self._ids, self._origin, self._rows, self._rows_start, self._row_ids = [], 0, None, 0, []
 
 
 class DraftLength:

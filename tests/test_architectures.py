@@ -114,7 +114,9 @@ def test_bf16_checkpoint_runs_in_bf16(tiny_model_dir, tmp_path):
     ids = torch.arange(5, 25)
     ours = lm.model.forward(ids, lm.model.new_cache())
     reference = _reference_logits(hf_dir, ids)
-    assert (ours.argmax(-1) == reference.argmax(-1)).float().mean() > 0.8
+    # bf16 moves random tiny weights' logits by ~6% of their norm, which flips some near-ties.
+    assert ((ours - reference).norm(dim=-1) / reference.norm(dim=-1)).max() < 0.1
+    assert (ours.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.75
 
 
 def test_dense_weights_in_the_compute_dtype_are_used_in_place():

@@ -113,6 +113,7 @@ def test_model_on_native_kernels_follows_the_reference(native_ops, tiny_gguf, mo
     monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
     monkeypatch.setenv("QWEN_LSP_KERNEL", "native-ggml")
     monkeypatch.setattr(selection, "_choices", None)
+    monkeypatch.setattr(selection, "few_token_limit", lambda ops: FEW_TOKENS)  # the paths split as below
     path = tiny_gguf(variant, qtype)
     model = build_model(open_checkpoint(path))
     assert type(model.lm_head) is NativeBlockLinear
@@ -129,6 +130,65 @@ def test_model_on_native_kernels_follows_the_reference(native_ops, tiny_gguf, mo
         assert _relative_errors(prefill, exact).max() < 0.3
     else:  # many tokens at once take the exact path
         torch.testing.assert_close(prefill, exact, rtol=1e-4, atol=1e-4)
+
+
+def test_few_token_limit_is_measured_once_per_cpu_and_cached(native_ops, monkeypatch, tmp_path):
+    monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
+    monkeypatch.setattr(selection, "_choices", None)
+    measured = []
+    measure = selection._measure_few_token_limit
+    monkeypatch.setattr(selection, "_measure_few_token_limit", lambda ops: measured.append(1) or measure(ops))
+    limit = selection.few_token_limit(native_ops)
+    assert limit in selection.FEW_TOKEN_STEPS
+    assert selection.few_token_limit(native_ops) == limit
+    monkeypatch.setattr(selection, "_choices", None)  # a later process reads it from the file
+    assert selection.few_token_limit(native_ops) == limit and measured == [1]
+
+
+def test_chosen_native_kernels_take_the_cached_limit(native_ops, monkeypatch, tmp_path):
+    monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
+    monkeypatch.setenv("QWEN_LSP_KERNEL", "native-ggml")
+    monkeypatch.setattr(selection, "_choices", {"native-ggml:few-tokens": "24"})
+    monkeypatch.setattr(selection, "_save_choices", lambda choices: None)
+    kernel = selection.choose_kernel(quantized(QT.Q8_0))
+    assert type(kernel) is NativeBlockLinear and kernel.few_tokens == 24
+    calls = []
+    def tiled(rows):
+        calls.append(rows.shape[0])
+        return torch.zeros(rows.shape[0], kernel.out_features)
+
+    monkeypatch.setattr(kernel, "tiled_matmul", tiled)
+    kernel(torch.randn(24, kernel.in_features))
+    assert calls == []
+    kernel(torch.randn(25, kernel.in_features))
+    assert calls == [25]
+
+
+@pytest.mark.parametrize("qtype", QTYPES, ids=lambda t: t.name)
+def test_int8_path_gives_each_row_what_it_gives_that_row_alone(native_ops, qtype):
+    """Up to its limit a pass's rows don't depend on how many rows it holds: a verification pass of
+    17 rows computes what 17 one-token decode steps would."""
+    tensor = quantized(qtype, 37, 3 * block_geometry(qtype)[0], seed=1)
+    kernel = NativeBlockLinear(native_ops, tensor.data, qtype, *tensor.shape, few_tokens=24)
+    x = torch.randn(17, tensor.shape[1])
+    alone = torch.cat([kernel(x[i : i + 1]) for i in range(17)])
+    torch.testing.assert_close(kernel(x), alone, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("prefix", [20, 100])
+def test_a_verification_pass_computes_what_decoding_each_token_computes(native_ops, tiny_gguf, monkeypatch,
+                                                                         tmp_path, prefix):
+    """Bit for bit, on a dense model: row-independent int8 matmuls and query-by-query attention."""
+    monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
+    monkeypatch.setenv("QWEN_LSP_KERNEL", "native-ggml")
+    monkeypatch.setattr(selection, "_choices", None)
+    monkeypatch.setattr(selection, "few_token_limit", lambda ops: 32)
+    model = build_model(open_checkpoint(tiny_gguf("qwen2_tied", QT.Q8_0)))
+    ids = torch.randint(0, model.config.vocab_size, (prefix + 17,), generator=torch.Generator().manual_seed(prefix))
+    decoded, verified = model.new_cache(), model.new_cache()
+    model.forward(ids[:prefix], decoded), model.forward(ids[:prefix], verified)
+    one_by_one = torch.cat([model.forward(ids[i : i + 1], decoded) for i in range(prefix, prefix + 17)])
+    torch.testing.assert_close(model.forward(ids[prefix:], verified), one_by_one, rtol=0, atol=0)
 
 
 def _relative_errors(ours: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -112,7 +112,8 @@ def format_table(report: dict) -> str:
         lines.append(f"Hybrid (qwen3_next) vs qwen3_moe: decode {h['hybrid_ms_per_token']:.1f} vs "
                      f"{h['moe_ms_per_token']:.1f} ms/token ({h['hybrid_active_bytes'] / 1e6:.0f} vs "
                      f"{h['moe_active_bytes'] / 1e6:.0f} MB/token), prefill {h['hybrid_prefill_tok_s']:.0f} vs "
-                     f"{h['moe_prefill_tok_s']:.0f} tok/s ({h['description']})")
+                     f"{h['moe_prefill_tok_s']:.0f} tok/s, MTP head draft step {h['mtp_draft_ms_per_step']:.1f} "
+                     f"ms ({h['description']})")
     return "\n".join(lines)
 
 

@@ -5,7 +5,8 @@ Kept from Qwen3-Coder-Next: three Gated DeltaNet layers per full-attention layer
 heads, gated attention with a quarter of each head rotary, routed experts plus a shared expert of
 one expert's width. Scaled down: hidden 2048 -> 512, 48 layers -> 8, 512 experts top-10 -> 64 top-8,
 head widths 256/128 -> 128/64, vocab 151,936 -> 16,384. The Qwen3-MoE twin routes top-9 (its
-ninth expert stands for the shared one); both models' bytes read per token are reported.
+ninth expert stands for the shared one); both models' bytes read per token are reported. The
+hybrid carries an MTP head, as Qwen3-Coder-Next does; the cost of one draft step with it is reported.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def hybrid_config() -> ModelConfig:
         layer_types=tuple("full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(LAYERS)),
         attention_output_gate=True, rotary_dim=32, linear_conv_kernel=CONV, linear_num_key_heads=KEY_HEADS,
         linear_num_value_heads=VALUE_HEADS, linear_key_head_dim=LINEAR_HEAD_DIM,
-        linear_value_head_dim=LINEAR_HEAD_DIM, name="scaled qwen3-coder-next",
+        linear_value_head_dim=LINEAR_HEAD_DIM, mtp_layers=1, name="scaled qwen3-coder-next",
     )
 
 
@@ -61,6 +62,8 @@ class HybridRandomCheckpoint(RandomCheckpoint):
             "ssm_norm": lambda: torch.ones(LINEAR_HEAD_DIM),
         }
         kind = name.split(".")[2] if name.startswith("blk.") else ""
+        if kind == "nextn":
+            kind = ".".join(name.split(".")[2:4])
         if kind in small:
             data = small[kind]()
             return CheckpointTensor(name, tuple(data.shape), data)
@@ -71,6 +74,7 @@ class HybridRandomCheckpoint(RandomCheckpoint):
             "ffn_gate_inp_shexp": (1, c.hidden_size),
             "ffn_gate_shexp": (EXPERT_WIDTH, c.hidden_size), "ffn_up_shexp": (EXPERT_WIDTH, c.hidden_size),
             "ffn_down_shexp": (c.hidden_size, EXPERT_WIDTH),
+            "nextn.eh_proj": (c.hidden_size, 2 * c.hidden_size),  # the MTP head's input projection
         }
         if kind in matrices:
             shape = matrices[kind]
@@ -87,13 +91,29 @@ def prefill_tokens_per_s(model, tokens: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
+def mtp_draft_ms_per_step(model, steps: int) -> float:
+    """Mean ms of one draft step of the MTP head (one token, after a short context)."""
+    head = model.mtp
+    cache = head.new_cache(steps + 16, model.dtype)
+    states = torch.randn(16, HIDDEN) * 0.1
+    out, logits = head.forward(states, torch.arange(16), cache)
+    out, token = out[-1:], logits[-1].argmax().reshape(1)
+    started = time.perf_counter()
+    for _ in range(steps):
+        out, logits = head.forward(out, token, cache)
+        token = logits[-1].argmax().reshape(1)
+    return (time.perf_counter() - started) * 1000 / steps
+
+
 def hybrid_vs_moe(threads: int, tokens: int = 48, prompt: int = 512, rounds: int = 3) -> dict:
     """Decode ms/token and prefill tokens/s of both models, alternated `rounds` times (medians)."""
     torch.set_num_threads(threads)
     hybrid = build_model(HybridRandomCheckpoint(hybrid_config()))
     twin = build_model(RandomCheckpoint(moe_twin_config()))
     runs = {"hybrid": ([], []), "moe": ([], [])}
+    draft_ms = []
     for _ in range(rounds):
+        draft_ms.append(mtp_draft_ms_per_step(hybrid, tokens))
         for key, model in (("hybrid", hybrid), ("moe", twin)):
             runs[key][0].append(decode_ms_per_token(model, tokens))
             runs[key][1].append(prefill_tokens_per_s(model, prompt))
@@ -101,6 +121,7 @@ def hybrid_vs_moe(threads: int, tokens: int = 48, prompt: int = 512, rounds: int
     return dict(
         hybrid_ms_per_token=median["hybrid"][0], moe_ms_per_token=median["moe"][0],
         hybrid_prefill_tok_s=median["hybrid"][1], moe_prefill_tok_s=median["moe"][1],
+        mtp_draft_ms_per_step=sorted(draft_ms)[rounds // 2],
         hybrid_active_bytes=hybrid.decode_weight_bytes, moe_active_bytes=twin.decode_weight_bytes,
         description=f"{LAYERS} layers (6 Gated DeltaNet + 2 gated attention vs 8 attention), hidden {HIDDEN}, "
                     f"{EXPERTS} experts x {EXPERT_WIDTH}, Q8_0, prefill {prompt} tokens, {threads} threads",

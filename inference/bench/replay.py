@@ -122,9 +122,9 @@ def replay(engines: dict[str, Engine], requests: list[ReplayRequest], config: Ge
 
 
 MODES = {
-    "plain": dict(reuse_prefix=False, speculation=SpeculationConfig(ngram=False)),
-    "cache": dict(reuse_prefix=True, speculation=SpeculationConfig(ngram=False)),
-    "ngram": dict(reuse_prefix=True, speculation=SpeculationConfig(ngram=True)),
+    "plain": dict(reuse_prefix=False, speculation=SpeculationConfig(ngram=False, mtp=False)),
+    "cache": dict(reuse_prefix=True, speculation=SpeculationConfig(ngram=False, mtp=False)),
+    "ngram": dict(reuse_prefix=True, speculation=SpeculationConfig(ngram=True, mtp=False)),
 }
 
 

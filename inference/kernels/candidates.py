@@ -82,7 +82,9 @@ def _native(tensor: CheckpointTensor):
     ops = native_ops()
     if ops is None:
         return None
-    return NativeBlockLinear(ops, tensor.data, tensor.qtype, *tensor.shape)
+    from .selection import few_token_limit  # selection imports the candidates
+
+    return NativeBlockLinear(ops, tensor.data, tensor.qtype, *tensor.shape, few_tokens=few_token_limit(ops))
 
 
 CANDIDATES: tuple[Candidate, ...] = (

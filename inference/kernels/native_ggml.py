@@ -13,7 +13,8 @@ import torch
 from ..linear import LinearKernel
 from ..quants import block_geometry
 
-# Most tokens per call that take the int8 dot-product path; more go through dequantized tiles.
+# Most tokens per call that take the int8 dot-product path unless measured otherwise for this CPU
+# (`selection.few_token_limit`); more go through dequantized tiles.
 FEW_TOKENS = 8
 # Weight rows dequantized per BLAS call, in elements (fp32: 8 MiB).
 _TILE_ELEMENTS = 2 * 2**20
@@ -24,20 +25,27 @@ class NativeBlockLinear(LinearKernel):
 
     reads_checkpoint_in_place = True
 
-    def __init__(self, ops, raw: torch.Tensor, qtype, out_features: int, in_features: int):
+    def __init__(self, ops, raw: torch.Tensor, qtype, out_features: int, in_features: int,
+                 few_tokens: int = FEW_TOKENS):
         block_geometry(qtype)
         self.ops, self.qtype_id = ops, int(qtype)
         self.raw = raw.reshape(out_features, -1)
         self.out_features, self.in_features = out_features, in_features
         self.tile_rows = max(1, _TILE_ELEMENTS // in_features)
+        self.few_tokens = few_tokens  # most rows per call on the int8 path
 
     def __call__(self, x):
         rows = x.reshape(-1, self.in_features).float()
-        if rows.shape[0] <= FEW_TOKENS:
-            y = self.ops.quantized_matmul(rows, self.raw, self.qtype_id)
-        else:
-            y = self.ops.dequantized_matmul(rows, self.raw, self.qtype_id, self.tile_rows)
+        y = self.int8_matmul(rows) if rows.shape[0] <= self.few_tokens else self.tiled_matmul(rows)
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def int8_matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        """Activations rounded to int8 per block, integer dot products: each row on its own."""
+        return self.ops.quantized_matmul(rows, self.raw, self.qtype_id)
+
+    def tiled_matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        """Row tiles of the weight dequantized to fp32, then BLAS: exact."""
+        return self.ops.dequantized_matmul(rows, self.raw, self.qtype_id, self.tile_rows)
 
     def rows(self, ids):
         return self.ops.dequantize_rows(self.raw, ids, self.qtype_id)
@@ -55,10 +63,11 @@ class NativeGroup:
         self.kernels = kernels
         self.ops = kernels[0].ops
         self.raws, self.qtypes = [k.raw for k in kernels], [k.qtype_id for k in kernels]
+        self.few_tokens = min(k.few_tokens for k in kernels)
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         rows = x.reshape(-1, self.kernels[0].in_features)
-        if rows.shape[0] > FEW_TOKENS:
+        if rows.shape[0] > self.few_tokens:
             return [kernel(x) for kernel in self.kernels]
         ys = self.ops.quantized_matmuls(rows.float(), self.raws, self.qtypes)
         return [y.to(x.dtype).view(*x.shape[:-1], y.shape[-1]) for y in ys]

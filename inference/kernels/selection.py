@@ -6,7 +6,8 @@ completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins. A kernel 
 copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat one that reads
 the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary by more than
 the kernels differ there, and memory should not follow that noise. Choices are cached per CPU
-and torch version in `<cache_dir>/kernel-choices.json`, so later loads skip the measurement.
+and torch version in `<cache_dir>/kernel-choices.json`, so later loads skip the measurement. So is
+the native kernels' crossover from their int8 path to dequantized tiles + BLAS (`few_token_limit`).
 
 Only candidates that reproduce the file's values compete unless `QWEN_LSP_LOSSY_KERNELS=1` (per-row
 int8 re-rounding measured 84% greedy agreement on real code: too lossy by default);
@@ -31,8 +32,11 @@ from .page_release import release_file_pages
 
 PROMPT_TOKENS, DECODED_TOKENS, BATCH = 1500, 128, 64
 COPY_MARGIN = 1.15
+# Rows per call tried for the native int8 path's limit, and the weight it is measured on.
+FEW_TOKEN_STEPS = (8, 12, 16, 24, 32)
+_FEW_TOKENS_KEY, _FEW_TOKENS_SHAPE = "native-ggml:few-tokens", (2048, 1024)
 _REPEATS = 3
-_lock = threading.Lock()
+_lock = threading.RLock()  # kernels built under it may ask for `few_token_limit`
 _choices: dict[str, str] | None = None
 
 
@@ -63,6 +67,40 @@ def _fastest_seconds(call) -> float:
         call()
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def few_token_limit(ops) -> int:
+    """Most rows per call for which the native kernels' int8 path beats dequantized tiles + BLAS on
+    this CPU (speculative verification passes, up to 17 rows, want the faster one): the largest of
+    `FEW_TOKEN_STEPS` up to which it is faster on a random Q8_0 weight, measured once and cached."""
+    with _lock:
+        choices = _load_choices()
+        known = choices.get(_FEW_TOKENS_KEY, "")
+        if known.isdigit():
+            return int(known)
+        limit = _measure_few_token_limit(ops)
+        choices[_FEW_TOKENS_KEY] = str(limit)
+        _save_choices(choices)
+        return limit
+
+
+def _measure_few_token_limit(ops) -> int:
+    from gguf import GGMLQuantizationType, quants
+
+    from .native_ggml import NativeBlockLinear
+
+    out_features, in_features = _FEW_TOKENS_SHAPE
+    values = torch.randn(out_features, in_features, generator=torch.Generator().manual_seed(0)) * 0.05
+    raw = torch.from_numpy(quants.quantize(values.numpy(), GGMLQuantizationType.Q8_0))
+    kernel = NativeBlockLinear(ops, raw, GGMLQuantizationType.Q8_0, out_features, in_features)
+    limit = FEW_TOKEN_STEPS[0]
+    for tokens in FEW_TOKEN_STEPS:
+        rows = torch.randn(tokens, in_features)
+        kernel.int8_matmul(rows), kernel.tiled_matmul(rows)  # warm both paths
+        if _fastest_seconds(lambda: kernel.int8_matmul(rows)) > _fastest_seconds(lambda: kernel.tiled_matmul(rows)):
+            break
+        limit = tokens
+    return limit
 
 
 def choose_kernel(tensor: CheckpointTensor) -> LinearKernel | None:
