@@ -66,10 +66,19 @@ class Attention:
         return sum(k.nbytes for k in (self.q_proj, self.k_proj, self.v_proj, self.o_proj))
 
     def _attend(self, q, keys, values, mask=None) -> torch.Tensor:
+        if q.shape[1] == 1 and mask is None and q.dtype == torch.float32:  # bf16 scores would lose SDPA's fp32 sums
+            return self._attend_one(q, keys, values)
         return F.scaled_dot_product_attention(
             q.unsqueeze(0), keys.unsqueeze(0), values.unsqueeze(0),
             attn_mask=mask, scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads,
         )[0]
+
+    def _attend_one(self, q, keys, values) -> torch.Tensor:
+        """One query against all keys in two batched matmuls (half SDPA's time at this size): head h
+        reads kv head h // group, as SDPA's enable_gqa does."""
+        grouped = q.reshape(self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim)
+        scores = torch.bmm(grouped, keys.transpose(1, 2)) * self.scale
+        return torch.bmm(torch.softmax(scores, dim=-1), values).reshape(self.num_heads, 1, self.head_dim)
 
     def _heads(self, y: torch.Tensor, bias, heads: int, width: int | None = None) -> torch.Tensor:
         if bias is not None:

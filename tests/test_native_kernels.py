@@ -41,6 +41,19 @@ def test_native_matmul_matches_the_dequantized_reference(native_ops, qtype, toke
 
 
 @pytest.mark.parametrize("qtype", QTYPES, ids=lambda t: t.name)
+def test_bf16_tiles_compute_what_a_bf16_matmul_of_the_weight_computes(native_ops, qtype):
+    tensor = quantized(qtype, 300, 3 * block_geometry(qtype)[0], seed=1)
+    kernel = NativeBlockLinear(native_ops, tensor.data, qtype, *tensor.shape, bf16_tiles=True)
+    kernel.tile_rows = 128  # several tiles, the last one partial
+    x = torch.randn(70, tensor.shape[1])
+    ours = kernel(x)
+    assert ours.dtype == torch.float32
+    bf16_matmul = (x.bfloat16() @ dequantize(tensor.data, qtype).bfloat16().t()).double()
+    assert relative_error(ours, bf16_matmul) < 1e-3
+    assert 1e-4 < relative_error(ours, exact_matmul(x, tensor)) < 1e-2  # rounded, but only as bf16 rounds
+
+
+@pytest.mark.parametrize("qtype", QTYPES, ids=lambda t: t.name)
 def test_native_rows_decode_the_weight_exactly(native_ops, qtype):
     tensor, kernel = native_kernel(native_ops, qtype)
     ids = torch.tensor([[36, 0], [5, 5]])
@@ -81,8 +94,13 @@ def test_without_a_compiler_the_other_kernels_are_used(tmp_path):
     assert done.stdout.strip() not in ("", "NativeBlockLinear")
 
 
-def test_portable_build_matches_the_reference():
-    """The plain C++ path (what CPUs without AVX2 run), built with the vector extensions turned off."""
+@pytest.mark.parametrize("flags", [
+    "-mno-avx2 -mno-fma -mno-f16c",  # the plain C++ path, what CPUs without AVX2 run
+    "-mno-avx512f",  # the AVX2 path, on CPUs that have AVX-512
+    "-mno-avx512vnni -mno-avx512bf16",  # AVX-512 without VNNI (maddubs + madd instead of vpdpbusd/vpdpwssd)
+], ids=["portable", "avx2", "avx512-without-vnni"])
+def test_each_instruction_set_build_matches_the_reference(flags):
+    """The native kernels built for fewer instruction sets than this CPU has (what other CPUs run)."""
     done = _run_python(
         "import sys; sys.path.insert(0, 'tests')\n"
         "import torch\n"
@@ -96,7 +114,7 @@ def test_portable_build_matches_the_reference():
         "        tensor, kernel = native_kernel(ops, qtype, seed=tokens)\n"
         "        x = torch.randn(tokens, tensor.shape[1])\n"
         "        assert relative_error(kernel(x), exact_matmul(x, tensor)) < 2e-2, (qtype, tokens)\n",
-        CXXFLAGS="-mno-avx2 -mno-fma -mno-f16c",
+        CXXFLAGS=flags,
     )
     assert done.returncode == 0, done.stderr
 
@@ -113,7 +131,7 @@ def test_model_on_native_kernels_follows_the_reference(native_ops, tiny_gguf, mo
     monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
     monkeypatch.setenv("QWEN_LSP_KERNEL", "native-ggml")
     monkeypatch.setattr(selection, "_choices", None)
-    monkeypatch.setattr(selection, "few_token_limit", lambda ops: FEW_TOKENS)  # the paths split as below
+    monkeypatch.setattr(selection, "few_token_limit", lambda ops, bf16_tiles=False: FEW_TOKENS)  # the paths split as below
     path = tiny_gguf(variant, qtype)
     model = build_model(open_checkpoint(path))
     assert type(model.lm_head) is NativeBlockLinear
@@ -126,7 +144,9 @@ def test_model_on_native_kernels_follows_the_reference(native_ops, tiny_gguf, mo
     assert (ours.argmax(-1) == theirs.argmax(-1)).double().mean() >= 0.75
     prefill = model.forward(torch.tensor(ids), model.new_cache(len(ids)))
     exact = reference.forward(torch.tensor(ids), reference.new_cache(len(ids)))
-    if model.config.num_experts:  # an expert sees a few of the tokens: the int8 path again
+    # An expert sees a few of the tokens (the int8 path again); a CPU that multiplies bf16 in hardware
+    # takes bf16 tiles. Both round, which the random weights amplify as above.
+    if model.config.num_experts or model.lm_head.bf16_tiles:
         assert _relative_errors(prefill, exact).max() < 0.3
     else:  # many tokens at once take the exact path
         torch.testing.assert_close(prefill, exact, rtol=1e-4, atol=1e-4)
@@ -137,7 +157,7 @@ def test_few_token_limit_is_measured_once_per_cpu_and_cached(native_ops, monkeyp
     monkeypatch.setattr(selection, "_choices", None)
     measured = []
     measure = selection._measure_few_token_limit
-    monkeypatch.setattr(selection, "_measure_few_token_limit", lambda ops: measured.append(1) or measure(ops))
+    monkeypatch.setattr(selection, "_measure_few_token_limit", lambda ops, bf16_tiles: measured.append(1) or measure(ops, bf16_tiles))
     limit = selection.few_token_limit(native_ops)
     assert limit in selection.FEW_TOKEN_STEPS
     assert selection.few_token_limit(native_ops) == limit
@@ -148,7 +168,7 @@ def test_few_token_limit_is_measured_once_per_cpu_and_cached(native_ops, monkeyp
 def test_chosen_native_kernels_take_the_cached_limit(native_ops, monkeypatch, tmp_path):
     monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
     monkeypatch.setenv("QWEN_LSP_KERNEL", "native-ggml")
-    monkeypatch.setattr(selection, "_choices", {"native-ggml:few-tokens": "24"})
+    monkeypatch.setattr(selection, "_choices", {"native-ggml:few-tokens": "24", "native-ggml:few-tokens:bf16": "24"})
     monkeypatch.setattr(selection, "_save_choices", lambda choices: None)
     kernel = selection.choose_kernel(quantized(QT.Q8_0))
     assert type(kernel) is NativeBlockLinear and kernel.few_tokens == 24
@@ -182,7 +202,7 @@ def test_a_verification_pass_computes_what_decoding_each_token_computes(native_o
     monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
     monkeypatch.setenv("QWEN_LSP_KERNEL", "native-ggml")
     monkeypatch.setattr(selection, "_choices", None)
-    monkeypatch.setattr(selection, "few_token_limit", lambda ops: 32)
+    monkeypatch.setattr(selection, "few_token_limit", lambda ops, bf16_tiles=False: 32)
     model = build_model(open_checkpoint(tiny_gguf("qwen2_tied", QT.Q8_0)))
     ids = torch.randint(0, model.config.vocab_size, (prefix + 17,), generator=torch.Generator().manual_seed(prefix))
     decoded, verified = model.new_cache(), model.new_cache()

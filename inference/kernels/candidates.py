@@ -84,7 +84,9 @@ def _native(tensor: CheckpointTensor):
         return None
     from .selection import few_token_limit  # selection imports the candidates
 
-    return NativeBlockLinear(ops, tensor.data, tensor.qtype, *tensor.shape, few_tokens=few_token_limit(ops))
+    bf16_tiles = cpu_features().native_bf16_matmul
+    return NativeBlockLinear(ops, tensor.data, tensor.qtype, *tensor.shape, few_tokens=few_token_limit(ops, bf16_tiles),
+                             bf16_tiles=bf16_tiles)
 
 
 CANDIDATES: tuple[Candidate, ...] = (

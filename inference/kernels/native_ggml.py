@@ -3,7 +3,8 @@
 The weight stays the file's only copy. Calls with few tokens (decode, draft checks) quantize the
 activations per block to int8 and use integer dot products, as llama.cpp does (weights exact,
 activations rounded); calls with many tokens (prefill) dequantize row tiles to fp32 for BLAS,
-exactly.
+exactly, or on CPUs that multiply bf16 in hardware (AMX, AVX-512 BF16) to bf16 for oneDNN, several
+times faster there (weights, activations and products rounded to bf16, as the dense-bf16 kernel does).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ class NativeBlockLinear(LinearKernel):
     reads_checkpoint_in_place = True
 
     def __init__(self, ops, raw: torch.Tensor, qtype, out_features: int, in_features: int,
-                 few_tokens: int = FEW_TOKENS):
+                 few_tokens: int = FEW_TOKENS, bf16_tiles: bool = False):
         block_geometry(qtype)
         self.ops, self.qtype_id = ops, int(qtype)
         self.raw = raw.reshape(out_features, -1)
         self.out_features, self.in_features = out_features, in_features
         self.tile_rows = max(1, _TILE_ELEMENTS // in_features)
         self.few_tokens = few_tokens  # most rows per call on the int8 path
+        self.bf16_tiles = bf16_tiles  # many-token calls on bf16 tiles
 
     def __call__(self, x):
         rows = x.reshape(-1, self.in_features).float()
@@ -44,8 +46,8 @@ class NativeBlockLinear(LinearKernel):
         return self.ops.quantized_matmul(rows, self.raw, self.qtype_id)
 
     def tiled_matmul(self, rows: torch.Tensor) -> torch.Tensor:
-        """Row tiles of the weight dequantized to fp32, then BLAS: exact."""
-        return self.ops.dequantized_matmul(rows, self.raw, self.qtype_id, self.tile_rows)
+        """Row tiles of the weight dequantized to fp32 (exact) or bf16, then BLAS."""
+        return self.ops.dequantized_matmul(rows, self.raw, self.qtype_id, self.tile_rows, self.bf16_tiles)
 
     def rows(self, ids):
         return self.ops.dequantize_rows(self.raw, ids, self.qtype_id)

@@ -5,8 +5,9 @@ a one-token call (decode) and a batch (prefill), and the one with the lowest cos
 completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins. A kernel holding its own
 copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat one that reads
 the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary by more than
-the kernels differ there, and memory should not follow that noise. Choices are cached per CPU
-and torch version in `<cache_dir>/kernel-choices.json`, so later loads skip the measurement. So is
+the kernels differ there, and memory should not follow that noise. Choices are cached per CPU,
+torch version and native kernel source in `<cache_dir>/kernel-choices.json`, so later loads skip
+the measurement (and a changed kernel is measured anew). So is
 the native kernels' crossover from their int8 path to dequantized tiles + BLAS (`few_token_limit`).
 
 Only candidates that reproduce the file's values compete unless `QWEN_LSP_LOSSY_KERNELS=1` (per-row
@@ -17,6 +18,7 @@ released once its kernel holds its own copy (not when the kernel reads the file'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -69,22 +71,24 @@ def _fastest_seconds(call) -> float:
     return min(times)
 
 
-def few_token_limit(ops) -> int:
-    """Most rows per call for which the native kernels' int8 path beats dequantized tiles + BLAS on
-    this CPU (speculative verification passes, up to 17 rows, want the faster one): the largest of
-    `FEW_TOKEN_STEPS` up to which it is faster on a random Q8_0 weight, measured once and cached."""
+def few_token_limit(ops, bf16_tiles: bool = False) -> int:
+    """Most rows per call for which the native kernels' int8 path beats dequantized tiles (bf16 or
+    fp32) + BLAS on this CPU (speculative verification passes, up to 17 rows, want the faster one):
+    the largest of `FEW_TOKEN_STEPS` up to which it is faster on a random Q8_0 weight, measured once
+    and cached."""
+    key = _FEW_TOKENS_KEY + (":bf16" if bf16_tiles else "")
     with _lock:
         choices = _load_choices()
-        known = choices.get(_FEW_TOKENS_KEY, "")
+        known = choices.get(key, "")
         if known.isdigit():
             return int(known)
-        limit = _measure_few_token_limit(ops)
-        choices[_FEW_TOKENS_KEY] = str(limit)
+        limit = _measure_few_token_limit(ops, bf16_tiles)
+        choices[key] = str(limit)
         _save_choices(choices)
         return limit
 
 
-def _measure_few_token_limit(ops) -> int:
+def _measure_few_token_limit(ops, bf16_tiles: bool) -> int:
     from gguf import GGMLQuantizationType, quants
 
     from .native_ggml import NativeBlockLinear
@@ -92,7 +96,7 @@ def _measure_few_token_limit(ops) -> int:
     out_features, in_features = _FEW_TOKENS_SHAPE
     values = torch.randn(out_features, in_features, generator=torch.Generator().manual_seed(0)) * 0.05
     raw = torch.from_numpy(quants.quantize(values.numpy(), GGMLQuantizationType.Q8_0))
-    kernel = NativeBlockLinear(ops, raw, GGMLQuantizationType.Q8_0, out_features, in_features)
+    kernel = NativeBlockLinear(ops, raw, GGMLQuantizationType.Q8_0, out_features, in_features, bf16_tiles=bf16_tiles)
     limit = FEW_TOKEN_STEPS[0]
     for tokens in FEW_TOKEN_STEPS:
         rows = torch.randn(tokens, in_features)
@@ -138,6 +142,13 @@ def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
         return best[1]
 
 
+def _measurement_key() -> str:
+    """What the measurements depend on: the CPU, torch and the native kernels' source."""
+    from .native_build import SOURCE
+
+    return f"{cpu_features().key()}|native {hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}"
+
+
 def _choices_file():
     from ..model_store import cache_dir
 
@@ -148,7 +159,7 @@ def _load_choices() -> dict[str, str]:
     global _choices
     if _choices is None:
         try:
-            _choices = json.loads(_choices_file().read_text()).get(cpu_features().key(), {})
+            _choices = json.loads(_choices_file().read_text()).get(_measurement_key(), {})
         except (OSError, ValueError):
             _choices = {}
     return _choices
@@ -162,7 +173,7 @@ def _save_choices(choices: dict[str, str]) -> None:
             everything = json.loads(path.read_text())
         except (OSError, ValueError):
             everything = {}
-        everything[cpu_features().key()] = choices
+        everything[_measurement_key()] = choices
         scratch = path.with_suffix(f".{os.getpid()}.tmp")
         scratch.write_text(json.dumps(everything, indent=1))
         scratch.replace(path)

@@ -3,10 +3,12 @@
 // Few tokens (decode): each activation row is quantized once per call to int8 blocks (per-32 scale
 // for Q8_0/Q5_0, per-256 scale with per-16 sums for the k-quants) and dotted with the weight blocks
 // in integers, as llama.cpp does. Many tokens (prefill): a tile of weight rows is dequantized to
-// fp32 and multiplied with BLAS, so no dense copy of the weight outlives the call.
+// fp32 (or bf16, where the CPU multiplies bf16 in hardware) and multiplied with BLAS (oneDNN for
+// bf16), so no dense copy of the weight outlives the call.
 // A MoE decode step runs all selected experts in one call (expert_mlp).
 // Work is split over output rows with at::parallel_for (torch's own thread pool).
-// AVX2 (+FMA, F16C) code where the compiler targets it; plain C++ otherwise.
+// AVX-512 (BW/DQ/VL, with VNNI where present) and AVX2 (+FMA, F16C) code where the compiler targets
+// them (AVX-512 BF16 for the bf16 tiles); plain C++ otherwise.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -18,11 +20,15 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define QWEN_AVX2 1
 #include <immintrin.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define QWEN_AVX512 1
+#endif
 #endif
 
 namespace {
@@ -157,6 +163,11 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+inline float hsum4(__m128 s) {
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
 inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // Sum of u8 x s8 products as 8 int32 lanes (u in [0, 127]: no int16 saturation for |x| <= 127).
@@ -228,15 +239,83 @@ inline void store32(__m256i codes, float scale, float offset, float* y) {
 }
 #endif
 
+#ifdef QWEN_AVX512
+// 64 values per register: two 32-value blocks (Q8_0, Q5_0) or two 32-value sub-blocks (k-quants).
+
+inline __m512i pair32(const void* lo, const void* hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(load32(lo)), load32(hi), 1);
+}
+
+inline __m512 pair_ps(float lo, float hi) {
+  return _mm512_insertf32x8(_mm512_set1_ps(lo), _mm256_set1_ps(hi), 1);
+}
+
+// Sum of u8 x s8 products as 16 int32 lanes (u <= 128, |s| <= 127: exact either way).
+inline __m512i dot_u8_s8_512(__m512i u, __m512i s) {
+#ifdef __AVX512VNNI__
+  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+#else
+  return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+#endif
+}
+
+// acc + sum of int16 pairs p * scale as 16 int32 lanes.
+inline __m512i add_scaled_pairs(__m512i acc, __m512i p, __m512i scale) {
+#ifdef __AVX512VNNI__
+  return _mm512_dpwssd_epi32(acc, p, scale);
+#else
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(p, scale));
+#endif
+}
+
+// Per 64-bit lane right shifts: `lo` for the low 256 bits, `hi` for the high ones.
+inline __m512i shift_halves(__m512i v, int lo, int hi) {
+  return _mm512_srlv_epi64(v, _mm512_set_epi64(hi, hi, hi, hi, lo, lo, lo, lo));
+}
+
+// Q5_0 blocks w and w + 22: their 64 codes in [0, 31].
+inline __m512i q5_0_codes_x2(const uint8_t* w) {
+  uint32_t high0, high1;
+  std::memcpy(&high0, w + 2, 4);
+  std::memcpy(&high1, w + 24, 4);
+  const __m128i p0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 6));
+  const __m128i p1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 28));
+  __m512i v = _mm512_inserti32x4(_mm512_castsi128_si512(p0), p0, 1);
+  v = _mm512_inserti32x4(_mm512_inserti32x4(v, p1, 2), p1, 3);
+  v = _mm512_and_si512(_mm512_srlv_epi64(v, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0)), _mm512_set1_epi8(0x0F));
+  const __mmask64 fifth = uint64_t(high0) | (uint64_t(high1) << 32);
+  return _mm512_mask_add_epi8(v, fifth, v, _mm512_set1_epi8(0x10));
+}
+#endif
+
 // Each dot_* computes out[r] = <weight row w, activation row a[r]> for R activation rows at once, so
 // a weight block is unpacked once for all of them.
 
 template <int R>
 void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* out) {
 #ifdef QWEN_AVX2
+  float head[R] = {};
+  int64_t b = 0;
+#ifdef QWEN_AVX512
+  {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (; b + 2 <= blocks; b += 2, w += 68) {
+      const __m512i wq = pair32(w + 2, w + 36), magnitude = _mm512_abs_epi8(wq);
+      const __mmask64 negative = _mm512_movepi8_mask(wq);
+      const float d0 = half_to_float(w), d1 = half_to_float(w + 34);
+      for (int r = 0; r < R; ++r) {
+        const __m512i x = pair32(a[r][b].q, a[r][b + 1].q);
+        const __m512i p = dot_u8_s8_512(magnitude, _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x));
+        acc[r] = _mm512_fmadd_ps(pair_ps(d0 * a[r][b].d, d1 * a[r][b + 1].d), _mm512_cvtepi32_ps(p), acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) head[r] = _mm512_reduce_add_ps(acc[r]);
+  }
+#endif
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b, w += 34) {
+  for (; b < blocks; ++b, w += 34) {
     const __m256i wq = load32(w + 2), magnitude = _mm256_sign_epi8(wq, wq);
     const float d = half_to_float(w);
     for (int r = 0; r < R; ++r) {
@@ -245,7 +324,7 @@ void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
       acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r][b].d), _mm256_cvtepi32_ps(p), acc[r]);
     }
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+  for (int r = 0; r < R; ++r) out[r] = head[r] + hsum(acc[r]);
 #else
   for (int r = 0; r < R; ++r) {
     const uint8_t* wb = w;
@@ -266,10 +345,28 @@ void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
 template <int R>
 void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* out) {
 #ifdef QWEN_AVX2
+  float head[R] = {}, offset[R] = {};
+  int64_t b = 0;
+#ifdef QWEN_AVX512
+  {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (; b + 2 <= blocks; b += 2, w += 44) {
+      const __m512i codes = q5_0_codes_x2(w);
+      const float d0 = half_to_float(w), d1 = half_to_float(w + 22);
+      for (int r = 0; r < R; ++r) {
+        const float s0 = d0 * a[r][b].d, s1 = d1 * a[r][b + 1].d;
+        const __m512i p = dot_u8_s8_512(codes, pair32(a[r][b].q, a[r][b + 1].q));
+        acc[r] = _mm512_fmadd_ps(pair_ps(s0, s1), _mm512_cvtepi32_ps(p), acc[r]);
+        offset[r] += s0 * float(a[r][b].sum) + s1 * float(a[r][b + 1].sum);
+      }
+    }
+    for (int r = 0; r < R; ++r) head[r] = _mm512_reduce_add_ps(acc[r]);
+  }
+#endif
   __m256 acc[R];
-  float offset[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), offset[r] = 0.f;
-  for (int64_t b = 0; b < blocks; ++b, w += 22) {
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (; b < blocks; ++b, w += 22) {
     const __m256i codes = q5_0_codes(w);
     const float d = half_to_float(w);
     for (int r = 0; r < R; ++r) {
@@ -278,7 +375,7 @@ void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
       offset[r] += scale * float(a[r][b].sum);
     }
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) - 16.f * offset[r];
+  for (int r = 0; r < R; ++r) out[r] = head[r] + hsum(acc[r]) - 16.f * offset[r];
 #else
   for (int r = 0; r < R; ++r) {
     const uint8_t* wb = w;
@@ -306,22 +403,59 @@ template <bool kFifthBit, int R>
 void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* out) {
   constexpr int64_t kBytes = kFifthBit ? 176 : 144;
   float sum[R];
-#ifdef QWEN_AVX2
+#if defined(QWEN_AVX2) && !defined(QWEN_AVX512)
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
 #endif
   for (int r = 0; r < R; ++r) sum[r] = 0.f;
+#ifdef QWEN_AVX512
+  __m512 acc512[R];
+  __m128 min_acc[R];  // dmin * min_j * sum of x over sub-block j, 4 lanes
+  for (int r = 0; r < R; ++r) acc512[r] = _mm512_setzero_ps(), min_acc[r] = _mm_setzero_ps();
+  // Lanes 0-15 / 16-31 (int16 pairs) of sub-block 2c / 2c+1 take its scale: index vectors per c.
+  __m512i scale_index[4];
+  for (int c = 0; c < 4; ++c)
+    scale_index[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(2 * c)), _mm256_set1_epi16(2 * c + 1), 1);
+#endif
   for (int64_t b = 0; b < blocks; ++b, w += kBytes) {
     uint8_t scales[8], mins[8];
     k_scales_mins(w + 4, scales, mins);
     const float d = half_to_float(w), dmin = half_to_float(w + 2);
     const uint8_t* nibbles = w + (kFifthBit ? 48 : 16);
+#if defined(QWEN_AVX512)
+    const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
+    for (int r = 0; r < R; ++r) {
+      const __m128i products = _mm_madd_epi16(mins16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[r][b].sums32)));
+      min_acc[r] = _mm_fmadd_ps(_mm_set1_ps(dmin * a[r][b].d), _mm_cvtepi32_ps(products), min_acc[r]);
+    }
+    const __m512i fifth = kFifthBit ? _mm512_broadcast_i64x4(load32(w + 16)) : _mm512_setzero_si512();
+    const __m512i scales16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales))));
+    __m512i isum[R];
+    for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      // Sub-blocks 2c (low nibbles) and 2c+1 (high nibbles): values 64c..64c+63, contiguous in x.
+      __m512i codes = _mm512_and_si512(shift_halves(_mm512_broadcast_i64x4(load32(nibbles + 32 * c)), 0, 4),
+                                       _mm512_set1_epi8(0x0F));
+      if (kFifthBit)
+        codes = _mm512_or_si512(codes, _mm512_slli_epi16(_mm512_and_si512(shift_halves(fifth, 2 * c, 2 * c + 1),
+                                                                          _mm512_set1_epi8(1)), 4));
+      const __m512i scale = _mm512_permutexvar_epi16(scale_index[c], scales16);
+      for (int r = 0; r < R; ++r) {
+        const __m512i x = _mm512_loadu_si512(a[r][b].q + 64 * c);
+        isum[r] = add_scaled_pairs(isum[r], _mm512_maddubs_epi16(codes, x), scale);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      acc512[r] = _mm512_fmadd_ps(_mm512_set1_ps(d * a[r][b].d), _mm512_cvtepi32_ps(isum[r]), acc512[r]);
+#else
     for (int r = 0; r < R; ++r) {
       int32_t min_sum = 0;
       for (int j = 0; j < 8; ++j) min_sum += int32_t(mins[j]) * a[r][b].sums32[j];
       sum[r] -= dmin * a[r][b].d * float(min_sum);
     }
-#ifdef QWEN_AVX2
+#endif
+#if defined(QWEN_AVX512)
+#elif defined(QWEN_AVX2)
     const __m256i fifth = kFifthBit ? load32(w + 16) : _mm256_setzero_si256();
     __m256i isum[R];
     for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
@@ -360,7 +494,9 @@ void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* 
 #endif
   }
   for (int r = 0; r < R; ++r) {
-#ifdef QWEN_AVX2
+#if defined(QWEN_AVX512)
+    sum[r] += _mm512_reduce_add_ps(acc512[r]) - hsum4(min_acc[r]);
+#elif defined(QWEN_AVX2)
     sum[r] += hsum(acc[r]);
 #endif
     out[r] = sum[r];
@@ -373,20 +509,66 @@ void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* 
 template <int R>
 void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* out) {
   float sum[R];
-#ifdef QWEN_AVX2
+#if defined(QWEN_AVX2) && !defined(QWEN_AVX512)
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
 #endif
   for (int r = 0; r < R; ++r) sum[r] = 0.f;
+#ifdef QWEN_AVX512
+  __m512 acc512[R];
+  __m256 min_acc[R];  // 32 * d * scale_g * sum of x over group g, 8 lanes
+  for (int r = 0; r < R; ++r) acc512[r] = _mm512_setzero_ps(), min_acc[r] = _mm256_setzero_ps();
+  // int16 lane j (values 2j, 2j+1 of a 64-value run) takes scale j / 8 of the run's four: index
+  // vectors for the runs starting at scale 0, 4, 8, 12.
+  __m512i scale_index[4];
+  for (int run = 0; run < 4; ++run) {
+    alignas(64) int16_t index[32];
+    for (int j = 0; j < 32; ++j) index[j] = int16_t(4 * run + j / 8);
+    scale_index[run] = _mm512_load_si512(index);
+  }
+#endif
   for (int64_t b = 0; b < blocks; ++b, w += 210) {
     const int8_t* scales = reinterpret_cast<const int8_t*>(w + 192);
     const float d = half_to_float(w + 208);
+#if defined(QWEN_AVX512)
+    const __m256i scales16_256 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales)));
+    const __m512i scales16 = _mm512_castsi256_si512(scales16_256);
+    for (int r = 0; r < R; ++r) {
+      const __m256i products = _mm256_madd_epi16(scales16_256, load32(a[r][b].sums));
+      min_acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(32.f * d * a[r][b].d), _mm256_cvtepi32_ps(products), min_acc[r]);
+    }
+    const __m512i low4 = _mm512_set1_epi8(0x0F), low2 = _mm512_set1_epi8(0x03);
+    __m512i isum[R];
+    for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; ++half) {
+      // ql[0:32] | ql[32:64] of this half, and its 32 bytes of high bits twice.
+      const __m512i low = _mm512_loadu_si512(w + 64 * half);
+      const __m512i high = _mm512_broadcast_i64x4(load32(w + 128 + 32 * half));
+      // Values 0-63 of the half (runs 0 and 1), then 64-127 (runs 2 and 3).
+      const __m512i codes[2] = {
+          _mm512_or_si512(_mm512_and_si512(low, low4),
+                          _mm512_slli_epi16(_mm512_and_si512(shift_halves(high, 0, 2), low2), 4)),
+          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(low, 4), low4),
+                          _mm512_slli_epi16(_mm512_and_si512(shift_halves(high, 4, 6), low2), 4))};
+      for (int pair = 0; pair < 2; ++pair) {
+        const __m512i scale = _mm512_permutexvar_epi16(scale_index[2 * half + pair], scales16);
+        for (int r = 0; r < R; ++r) {
+          const __m512i x = _mm512_loadu_si512(a[r][b].q + 128 * half + 64 * pair);
+          isum[r] = add_scaled_pairs(isum[r], _mm512_maddubs_epi16(codes[pair], x), scale);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      acc512[r] = _mm512_fmadd_ps(_mm512_set1_ps(d * a[r][b].d), _mm512_cvtepi32_ps(isum[r]), acc512[r]);
+#else
     for (int r = 0; r < R; ++r) {
       int32_t offset = 0;
       for (int g = 0; g < 16; ++g) offset += int32_t(scales[g]) * a[r][b].sums[g];
       sum[r] -= 32.f * d * a[r][b].d * float(offset);
     }
-#ifdef QWEN_AVX2
+#endif
+#if defined(QWEN_AVX512)
+#elif defined(QWEN_AVX2)
     __m256i isum[R];
     for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
     for (int half = 0; half < 2; ++half) {
@@ -424,7 +606,9 @@ void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* o
 #endif
   }
   for (int r = 0; r < R; ++r) {
-#ifdef QWEN_AVX2
+#if defined(QWEN_AVX512)
+    sum[r] += _mm512_reduce_add_ps(acc512[r]) - hsum(min_acc[r]);
+#elif defined(QWEN_AVX2)
     sum[r] += hsum(acc[r]);
 #endif
     out[r] = sum[r];
@@ -590,6 +774,7 @@ at::Tensor float_rows(const at::Tensor& x, int64_t in_features) {
   return x.contiguous();
 }
 
+
 // Bytes of one quantized activation row of k values, for weights of `qtype`.
 size_t activation_bytes(int64_t qtype, int64_t k) {
   const int64_t blocks = k / geometry(qtype).values;
@@ -738,16 +923,33 @@ at::Tensor expert_mlp(const at::Tensor& x_in, at::TensorList gates, at::TensorLi
   return y;
 }
 
-// Rows [begin, end) of W dequantized into out [end - begin, K] (contiguous), in parallel.
+// Floats to bf16, rounding to nearest even (as at::BFloat16 does).
+void floats_to_bf16(const float* in, at::BFloat16* out, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + i)));
+#endif
+  for (; i < n; ++i) out[i] = at::BFloat16(in[i]);
+}
+
+// Rows `ids` of W dequantized into out [count, K] (contiguous, float or bf16), in parallel.
+template <typename T>
 void dequantize_rows_into(const at::Tensor& raw, int64_t qtype, int64_t k, const int64_t* ids, int64_t count,
-                          float* out) {
+                          T* out) {
   const uint8_t* wp = raw.data_ptr<uint8_t>();
   const int64_t stride = raw.stride(0), rows = raw.size(0);
   at::parallel_for(0, count, std::max<int64_t>(1, (1 << 14) / k), [&](int64_t begin, int64_t end) {
+    std::vector<float> row_values(std::is_same_v<T, float> ? 0 : k);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t row = ids[i];
       TORCH_CHECK(row >= 0 && row < rows, "ggml_matmul: row ", row, " out of range");
-      dequantize_row(wp + row * stride, qtype, k, out + i * k);
+      if constexpr (std::is_same_v<T, float>) {
+        dequantize_row(wp + row * stride, qtype, k, out + i * k);
+      } else {
+        dequantize_row(wp + row * stride, qtype, k, row_values.data());
+        floats_to_bf16(row_values.data(), out + i * k, k);
+      }
     }
   });
 }
@@ -767,12 +969,15 @@ at::Tensor dequantize_rows(const at::Tensor& raw, const at::Tensor& ids_in, int6
   }());
 }
 
-// x [M, K] float32 @ W^T exactly (fp32 weights), dequantizing `tile_rows` rows of W at a time.
-at::Tensor dequantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int64_t qtype, int64_t tile_rows) {
+// x [M, K] float32 @ W^T, dequantizing `tile_rows` rows of W at a time: exactly (fp32 tiles), or with
+// `bf16` the tiles and x rounded to bf16 for the CPU's bf16 matrix units (AMX, AVX-512 BF16), whose
+// products are then rounded to bf16 too.
+at::Tensor dequantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int64_t qtype, int64_t tile_rows,
+                              bool bf16) {
   const BlockGeometry g = geometry(qtype);
   const int64_t n = raw.size(0), k = raw.size(1) / g.bytes * g.values;
   check_weight(raw, qtype, k);
-  const at::Tensor x = float_rows(x_in, k);
+  const at::Tensor x = bf16 ? float_rows(x_in, k).to(at::kBFloat16) : float_rows(x_in, k);
   tile_rows = std::max<int64_t>(1, std::min(tile_rows, n));
   at::Tensor y = at::empty({x.size(0), n}, x.options());
   at::Tensor tile = at::empty({tile_rows, k}, x.options());
@@ -780,11 +985,14 @@ at::Tensor dequantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int
   for (int64_t start = 0; start < n; start += tile_rows) {
     const int64_t rows = std::min(tile_rows, n - start);
     for (int64_t i = 0; i < rows; ++i) ids[i] = start + i;
-    dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<float>());
+    if (bf16)
+      dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<at::BFloat16>());
+    else
+      dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<float>());
     at::Tensor out = y.narrow(1, start, rows);
     at::mm_out(out, x, tile.narrow(0, 0, rows).t());
   }
-  return y;
+  return bf16 ? y.to(at::kFloat) : y;
 }
 
 }  // namespace
@@ -792,7 +1000,7 @@ at::Tensor dequantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int
 TORCH_LIBRARY(qwen_ggml, m) {
   m.def("quantized_matmul(Tensor x, Tensor raw, int qtype) -> Tensor");
   m.def("quantized_matmuls(Tensor x, Tensor[] raws, int[] qtypes) -> Tensor[]");
-  m.def("dequantized_matmul(Tensor x, Tensor raw, int qtype, int tile_rows) -> Tensor");
+  m.def("dequantized_matmul(Tensor x, Tensor raw, int qtype, int tile_rows, bool bf16=False) -> Tensor");
   m.def("dequantize_rows(Tensor raw, Tensor ids, int qtype) -> Tensor");
   m.def("expert_mlp(Tensor x, Tensor[] gates, Tensor[] ups, Tensor[] downs, float[] weights, int gate_type, "
         "int up_type, int down_type) -> Tensor");
