@@ -32,7 +32,8 @@ from .candidates import CANDIDATES, Candidate
 from .cpu_features import cpu_features
 from .page_release import release_file_pages
 
-PROMPT_TOKENS, DECODED_TOKENS, BATCH = 1500, 128, 64
+# A prompt is prefilled in chunks of BATCH tokens (GenerationConfig.prefill_chunk's default).
+PROMPT_TOKENS, DECODED_TOKENS, BATCH = 1500, 128, 512
 COPY_MARGIN = 1.15
 # Rows per call tried for the native int8 path's limit, and the weight it is measured on.
 FEW_TOKEN_STEPS = (8, 12, 16, 24, 32)
@@ -143,10 +144,10 @@ def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
 
 
 def _measurement_key() -> str:
-    """What the measurements depend on: the CPU, torch and the native kernels' source."""
+    """What the measurements depend on: the CPU, torch, the native kernels' source and the batch."""
     from .native_build import SOURCE
 
-    return f"{cpu_features().key()}|native {hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}"
+    return f"{cpu_features().key()}|native {hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}|batch {BATCH}"
 
 
 def _choices_file():
