@@ -155,6 +155,15 @@ void quantize_act256(const float* x, int64_t k, Act256* out) {
 
 // ---------------------------------------------------------------- dot products, one weight row
 
+// A decode step streams each weight from memory once, and one thread's demand misses alone leave
+// the memory bus idle (the 0.5B's Q8_0 LM head ran 1.6x faster on one thread with this, flat from
+// 2 to 8 KiB ahead): each block loop asks for the bytes kPrefetchAhead beyond those it reads.
+constexpr int kPrefetchAhead = 4096;
+
+inline void prefetch_ahead(const uint8_t* w, int bytes) {
+  for (int offset = 0; offset < bytes; offset += 64) __builtin_prefetch(w + kPrefetchAhead + offset, 0, 3);
+}
+
 #ifdef QWEN_AVX2
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -301,6 +310,7 @@ void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
     __m512 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     for (; b + 2 <= blocks; b += 2, w += 68) {
+      prefetch_ahead(w, 68);
       const __m512i wq = pair32(w + 2, w + 36), magnitude = _mm512_abs_epi8(wq);
       const __mmask64 negative = _mm512_movepi8_mask(wq);
       const float d0 = half_to_float(w), d1 = half_to_float(w + 34);
@@ -316,6 +326,7 @@ void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (; b < blocks; ++b, w += 34) {
+    prefetch_ahead(w, 34);
     const __m256i wq = load32(w + 2), magnitude = _mm256_sign_epi8(wq, wq);
     const float d = half_to_float(w);
     for (int r = 0; r < R; ++r) {
@@ -352,6 +363,7 @@ void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
     __m512 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
     for (; b + 2 <= blocks; b += 2, w += 44) {
+      prefetch_ahead(w, 44);
       const __m512i codes = q5_0_codes_x2(w);
       const float d0 = half_to_float(w), d1 = half_to_float(w + 22);
       for (int r = 0; r < R; ++r) {
@@ -367,6 +379,7 @@ void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (; b < blocks; ++b, w += 22) {
+    prefetch_ahead(w, 22);
     const __m256i codes = q5_0_codes(w);
     const float d = half_to_float(w);
     for (int r = 0; r < R; ++r) {
@@ -418,6 +431,7 @@ void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* 
     scale_index[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(2 * c)), _mm256_set1_epi16(2 * c + 1), 1);
 #endif
   for (int64_t b = 0; b < blocks; ++b, w += kBytes) {
+    prefetch_ahead(w, kBytes);
     uint8_t scales[8], mins[8];
     k_scales_mins(w + 4, scales, mins);
     const float d = half_to_float(w), dmin = half_to_float(w + 2);
@@ -528,6 +542,7 @@ void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* o
   }
 #endif
   for (int64_t b = 0; b < blocks; ++b, w += 210) {
+    prefetch_ahead(w, 210);
     const int8_t* scales = reinterpret_cast<const int8_t*>(w + 192);
     const float d = half_to_float(w + 208);
 #if defined(QWEN_AVX512)
