@@ -53,6 +53,16 @@ def test_bf16_tiles_compute_what_a_bf16_matmul_of_the_weight_computes(native_ops
     assert 1e-4 < relative_error(ours, exact_matmul(x, tensor)) < 1e-2  # rounded, but only as bf16 rounds
 
 
+def test_bf16_tiles_follow_the_cpu_unless_turned_off(native_ops, monkeypatch):
+    from inference.kernels import candidates
+    from inference.kernels.cpu_features import cpu_features
+
+    monkeypatch.delenv("QWEN_LSP_BF16_TILES", raising=False)
+    assert candidates._native(quantized(QT.Q8_0)).bf16_tiles == cpu_features().native_bf16_matmul
+    monkeypatch.setenv("QWEN_LSP_BF16_TILES", "0")
+    assert candidates._native(quantized(QT.Q8_0)).bf16_tiles is False
+
+
 @pytest.mark.parametrize("qtype", QTYPES, ids=lambda t: t.name)
 def test_native_rows_decode_the_weight_exactly(native_ops, qtype):
     tensor, kernel = native_kernel(native_ops, qtype)

@@ -4,6 +4,8 @@ For each model and engine (each in its own process, so peak RSS is its own): pre
 code prompt, decode tok/s, time to first token of a FIM prompt, peak RSS; ratios ours/llama.cpp and
 ours/transformers; weight bytes read per decoded token against the measured memory bandwidth.
 Optionally the MoE decode check and the hybrid (qwen3_next) check. Writes JSON and prints a table.
+Our model is loaded once before it is measured: building the native kernels and measuring the kernel
+choices happen once per machine (both cached), not in every process.
 """
 
 from __future__ import annotations

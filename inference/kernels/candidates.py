@@ -10,6 +10,7 @@ activations to int8 per block (as llama.cpp does), which the real-model accuracy
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -84,7 +85,7 @@ def _native(tensor: CheckpointTensor):
         return None
     from .selection import few_token_limit  # selection imports the candidates
 
-    bf16_tiles = cpu_features().native_bf16_matmul
+    bf16_tiles = cpu_features().native_bf16_matmul and os.environ.get("QWEN_LSP_BF16_TILES") != "0"
     return NativeBlockLinear(ops, tensor.data, tensor.qtype, *tensor.shape, few_tokens=few_token_limit(ops, bf16_tiles),
                              bf16_tiles=bf16_tiles)
 

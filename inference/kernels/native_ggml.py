@@ -4,7 +4,8 @@ The weight stays the file's only copy. Calls with few tokens (decode, draft chec
 activations per block to int8 and use integer dot products, as llama.cpp does (weights exact,
 activations rounded); calls with many tokens (prefill) dequantize row tiles to fp32 for BLAS,
 exactly, or on CPUs that multiply bf16 in hardware (AMX, AVX-512 BF16) to bf16 for oneDNN, several
-times faster there (weights, activations and products rounded to bf16, as the dense-bf16 kernel does).
+times faster there (weights, activations and products rounded to bf16, as the dense-bf16 kernel does;
+`QWEN_LSP_BF16_TILES=0` keeps fp32).
 """
 
 from __future__ import annotations
