@@ -97,6 +97,7 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
         )
     generator = torch.Generator().manual_seed(config.seed) if config.seed is not None else None
     draft_length = draft_length or DraftLength()
+    most_drafts = model.exact_pass_tokens - 1  # a verification pass computes what decoding computes
 
     started = time.perf_counter()
     cache.truncate(min(cache.length, len(prompt_ids) - 1))
@@ -122,7 +123,7 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
             break
         context = prompt_ids + result.token_ids
         room = config.max_new_tokens - len(result.token_ids) - 1
-        draft = drafter.propose(context, min(draft_length.current, room), config, generator) \
+        draft = drafter.propose(context, min(draft_length.current, room, most_drafts), config, generator) \
             if drafter is not None and room > 0 else Draft([])
         base = cache.length
         observe = _hidden_observer(drafter, context + draft.tokens)

@@ -250,6 +250,16 @@ class QwenModel:
         return self.lm_head(self.final_norm(x)).float()
 
     @property
+    def exact_pass_tokens(self) -> int:
+        """Most tokens one forward pass may hold and still compute each token as decoding it alone
+        does: query-by-query attention (`ROW_BY_ROW_TOKENS`) and the native kernels' int8 path
+        (`few_tokens`; more rows take dequantized tiles). Speculative verification stays within it."""
+        kernels = [self.lm_head]
+        for layer in self.layers:
+            kernels += [*vars(layer.mixer).values(), *vars(layer.ffn).values()]
+        return min([ROW_BY_ROW_TOKENS, *(getattr(k, "few_tokens", ROW_BY_ROW_TOKENS) for k in kernels)])
+
+    @property
     def decode_weight_bytes(self) -> int:
         """Weight bytes one decoded token reads: every matrix except the embedding table (one row of it,
         unless tied to the output), and of each MoE layer only the router and `top_k` experts."""

@@ -162,6 +162,34 @@ def test_model_on_native_kernels_follows_the_reference(native_ops, tiny_gguf, mo
         torch.testing.assert_close(prefill, exact, rtol=1e-4, atol=1e-4)
 
 
+def test_verification_passes_stay_on_the_int8_path(native_ops, tiny_gguf, monkeypatch, tmp_path):
+    from inference.generate import generate
+    from inference.sampling import GenerationConfig
+    from inference.speculative import NgramDrafter
+
+    monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
+    monkeypatch.setenv("QWEN_LSP_KERNEL", "native-ggml")
+    monkeypatch.setattr(selection, "_choices", None)
+    monkeypatch.setattr(selection, "few_token_limit", lambda ops, bf16_tiles=False: 4)
+    checkpoint = open_checkpoint(tiny_gguf("qwen2_tied", QT.Q8_0))
+    model = build_model(checkpoint)
+    assert model.exact_pass_tokens == 4
+    asked = []
+
+    class RecordingDrafter(NgramDrafter):
+        def propose(self, context, k, config=None, generator=None):
+            asked.append(k)
+            return super().propose(context, k, config, generator)
+
+    prompt = list(range(5, 15)) * 4  # repeats: the n-grams find long drafts
+    config = GenerationConfig(max_new_tokens=24)
+    tokenizer = checkpoint.load_tokenizer()
+    plain = generate(model, tokenizer, prompt, config, model.new_cache(128))
+    drafted = generate(model, tokenizer, prompt, config, model.new_cache(128), drafter=RecordingDrafter(2, 4))
+    assert asked and max(asked) <= 3  # passes of at most 4 tokens: the int8 path, as decoding
+    assert drafted.token_ids == plain.token_ids
+
+
 def test_few_token_limit_is_measured_once_per_cpu_and_cached(native_ops, monkeypatch, tmp_path):
     monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
     monkeypatch.setattr(selection, "_choices", None)
