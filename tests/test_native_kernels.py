@@ -195,7 +195,8 @@ def test_few_token_limit_is_measured_once_per_cpu_and_cached(native_ops, monkeyp
     monkeypatch.setattr(selection, "_choices", None)
     measured = []
     measure = selection._measure_few_token_limit
-    monkeypatch.setattr(selection, "_measure_few_token_limit", lambda ops, bf16_tiles: measured.append(1) or measure(ops, bf16_tiles))
+    monkeypatch.setattr(selection, "_measure_few_token_limit",
+                        lambda ops, bf16_tiles: measured.append(1) or measure(ops, bf16_tiles))
     limit = selection.few_token_limit(native_ops)
     assert limit in selection.FEW_TOKEN_STEPS
     assert selection.few_token_limit(native_ops) == limit

@@ -86,8 +86,8 @@ def _native(tensor: CheckpointTensor):
     from .selection import few_token_limit  # selection imports the candidates
 
     bf16_tiles = cpu_features().native_bf16_matmul and os.environ.get("QWEN_LSP_BF16_TILES") != "0"
-    return NativeBlockLinear(ops, tensor.data, tensor.qtype, *tensor.shape, few_tokens=few_token_limit(ops, bf16_tiles),
-                             bf16_tiles=bf16_tiles)
+    return NativeBlockLinear(ops, tensor.data, tensor.qtype, *tensor.shape,
+                             few_tokens=few_token_limit(ops, bf16_tiles), bf16_tiles=bf16_tiles)
 
 
 CANDIDATES: tuple[Candidate, ...] = (

@@ -46,9 +46,15 @@ def compile_command(output: Path) -> list[str]:
     ]
 
 
+@functools.cache
+def source_digest() -> str:
+    """The kernels' source, hashed: what is built from it, or measured on it, is keyed by this."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+
+
 def library_path(directory: Path) -> Path:
     """Where the library built from this source for this torch, CPU and compiler lives."""
-    identity = hashlib.sha256(SOURCE.read_bytes())
+    identity = hashlib.sha256(source_digest().encode())
     identity.update("|".join([torch.__version__, cpu_features().key(), *compile_command(Path())]).encode())
     return directory / f"ggml_matmul-{identity.hexdigest()[:16]}.so"
 

@@ -18,7 +18,6 @@ released once its kernel holds its own copy (not when the kernel reads the file'
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -145,9 +144,9 @@ def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
 
 def _measurement_key() -> str:
     """What the measurements depend on: the CPU, torch, the native kernels' source and the batch."""
-    from .native_build import SOURCE
+    from .native_build import source_digest
 
-    return f"{cpu_features().key()}|native {hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]}|batch {BATCH}"
+    return f"{cpu_features().key()}|native {source_digest()[:12]}|batch {BATCH}"
 
 
 def _choices_file():

@@ -428,7 +428,8 @@ void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* 
   // Lanes 0-15 / 16-31 (int16 pairs) of sub-block 2c / 2c+1 take its scale: index vectors per c.
   __m512i scale_index[4];
   for (int c = 0; c < 4; ++c)
-    scale_index[c] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(2 * c)), _mm256_set1_epi16(2 * c + 1), 1);
+    scale_index[c] =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(2 * c)), _mm256_set1_epi16(2 * c + 1), 1);
 #endif
   for (int64_t b = 0; b < blocks; ++b, w += kBytes) {
     prefetch_ahead(w, kBytes);
@@ -439,11 +440,13 @@ void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* 
 #if defined(QWEN_AVX512)
     const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
     for (int r = 0; r < R; ++r) {
-      const __m128i products = _mm_madd_epi16(mins16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[r][b].sums32)));
+      const __m128i sums = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[r][b].sums32));
+      const __m128i products = _mm_madd_epi16(mins16, sums);
       min_acc[r] = _mm_fmadd_ps(_mm_set1_ps(dmin * a[r][b].d), _mm_cvtepi32_ps(products), min_acc[r]);
     }
     const __m512i fifth = kFifthBit ? _mm512_broadcast_i64x4(load32(w + 16)) : _mm512_setzero_si512();
-    const __m512i scales16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales))));
+    const __m128i scales8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(scales));
+    const __m512i scales16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(scales8));
     __m512i isum[R];
     for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
     for (int c = 0; c < 4; ++c) {
@@ -467,9 +470,7 @@ void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* 
       for (int j = 0; j < 8; ++j) min_sum += int32_t(mins[j]) * a[r][b].sums32[j];
       sum[r] -= dmin * a[r][b].d * float(min_sum);
     }
-#endif
-#if defined(QWEN_AVX512)
-#elif defined(QWEN_AVX2)
+#ifdef QWEN_AVX2
     const __m256i fifth = kFifthBit ? load32(w + 16) : _mm256_setzero_si256();
     __m256i isum[R];
     for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
@@ -505,6 +506,7 @@ void dot_q45_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* 
       }
       sum[r] += d * a[r][b].d * float(isum);
     }
+#endif
 #endif
   }
   for (int r = 0; r < R; ++r) {
@@ -581,9 +583,7 @@ void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* o
       for (int g = 0; g < 16; ++g) offset += int32_t(scales[g]) * a[r][b].sums[g];
       sum[r] -= 32.f * d * a[r][b].d * float(offset);
     }
-#endif
-#if defined(QWEN_AVX512)
-#elif defined(QWEN_AVX2)
+#ifdef QWEN_AVX2
     __m256i isum[R];
     for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
     for (int half = 0; half < 2; ++half) {
@@ -618,6 +618,7 @@ void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* o
       }
       sum[r] += d * a[r][b].d * float(isum);
     }
+#endif
 #endif
   }
   for (int r = 0; r < R; ++r) {
@@ -788,7 +789,6 @@ at::Tensor float_rows(const at::Tensor& x, int64_t in_features) {
               "ggml_matmul: x must be float32 [tokens, ", in_features, "]");
   return x.contiguous();
 }
-
 
 // Bytes of one quantized activation row of k values, for weights of `qtype`.
 size_t activation_bytes(int64_t qtype, int64_t k) {
