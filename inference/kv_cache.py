@@ -54,6 +54,10 @@ class KVCache:
         self.values[layer][:, start:stop] = v
         return self.keys[layer][:, :stop], self.values[layer][:, :stop]
 
+    def layer_storage(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's whole key and value storage [kv_heads, capacity, head_dim] (for native writers)."""
+        return self.keys[layer], self.values[layer]
+
     def truncate(self, length: int) -> None:
         """Forget every position from `length` on."""
         self.length = min(self.length, length)

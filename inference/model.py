@@ -20,6 +20,7 @@ from .gated_deltanet import GatedDeltaNet
 from .hybrid_cache import HybridCache
 from .kernels.expert_stack import ExpertStack
 from .kernels.native_experts import NativeExperts
+from .kernels.native_build import native_ops
 from .kernels.native_ggml import native_group
 from .kv_cache import KVCache
 from .linear import KernelFactory, LinearKernel, make_embedding, make_linear
@@ -38,8 +39,11 @@ class RMSNorm:
     def __init__(self, weight: torch.Tensor, eps: float, dtype: torch.dtype):
         self.weight = weight.to(dtype)
         self.eps = eps
+        self.native = native_ops() if dtype == torch.float32 else None  # one call instead of seven ops
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native is not None and x.dtype == torch.float32:
+            return self.native.rms_norm(x, self.weight, self.eps)
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
@@ -60,6 +64,8 @@ class Attention:
         self.output_gate = config.attention_output_gate
         self.scale = 1.0 / math.sqrt(config.head_dim)
         self.rope = rope
+        # One native call per few-token pass (`few_token_attention`) where the kernels are built.
+        self.native = native_ops() if not (self.output_gate and self.q_bias is not None) else None
 
     @property
     def weight_bytes(self) -> int:
@@ -80,6 +86,25 @@ class Attention:
         scores = torch.bmm(grouped, keys.transpose(1, 2)) * self.scale
         return torch.bmm(torch.softmax(scores, dim=-1), values).reshape(self.num_heads, 1, self.head_dim)
 
+    def _native_pass(self, q, k, v, cache: KVCache, start: int) -> torch.Tensor:
+        """The few-token pass in one native call: what the tensor code below computes for n <=
+        ROW_BY_ROW_TOKENS (bias, norms, rotation, cache write, query-by-query attention)."""
+        n, gate = q.shape[0], None
+        q = q.view(n, self.num_heads, -1)
+        if self.output_gate:
+            q, gate = q.chunk(2, dim=-1)
+        cos, sin = self.rope.tables(start + n)
+        keys, values = cache.layer_storage(self.slot)
+        norms = (self.q_norm.weight, self.k_norm.weight) if self.q_norm is not None else (None, None)
+        out = self.native.few_token_attention(
+            q, k.view(n, self.num_kv_heads, -1), v.view(n, self.num_kv_heads, -1), self.q_bias, self.k_bias,
+            self.v_bias, *norms, self.q_norm.eps if self.q_norm is not None else 0.0, cos, sin, keys, values, start,
+            self.scale,
+        )
+        if gate is not None:
+            out = out * torch.sigmoid(gate.reshape(n, -1))
+        return self.o_proj(out)
+
     def _heads(self, y: torch.Tensor, bias, heads: int, width: int | None = None) -> torch.Tensor:
         if bias is not None:
             y = y + bias
@@ -91,6 +116,8 @@ class Attention:
             q, k, v = self.qkv(x)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.native is not None and n <= ROW_BY_ROW_TOKENS and x.dtype == torch.float32:
+            return self._native_pass(q, k, v, cache, start)
         gate = None
         if self.output_gate:
             q, gate = self._heads(q, self.q_bias, self.num_heads, 2 * self.head_dim).chunk(2, dim=-1)
@@ -123,9 +150,12 @@ class GatedMLP:
     def __init__(self, gate: LinearKernel, up: LinearKernel, down: LinearKernel):
         self.gate, self.up, self.down = gate, up, down
         self.gate_up = native_group([gate, up])
+        self.native = native_ops()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x) if self.gate_up is not None else (self.gate(x), self.up(x))
+        if self.native is not None and gate.dtype == torch.float32:
+            return self.down(self.native.silu_mul(gate, up))
         return self.down(F.silu(gate) * up)
 
     @property

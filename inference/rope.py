@@ -17,7 +17,8 @@ class RotaryEmbedding:
         self._cos = torch.empty(0, dim)
         self._sin = torch.empty(0, dim)
 
-    def _tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [>= length, rotary_dim] (fp32) for positions 0, 1, ..."""
         if length > self._cos.shape[0]:
             size = max(length, 2 * self._cos.shape[0], 1024)
             freqs = torch.outer(torch.arange(size, dtype=torch.float32), self.inv_freq)
@@ -28,7 +29,7 @@ class RotaryEmbedding:
     def __call__(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Rotate x [heads, n, head_dim] for positions [start, start+n)."""
         n = x.shape[-2]
-        cos, sin = self._tables(start + n)
+        cos, sin = self.tables(start + n)
         cos = cos[start : start + n].to(x.dtype)
         sin = sin[start : start + n].to(x.dtype)
         if self.rotary_dim < x.shape[-1]:

@@ -1,4 +1,5 @@
-"""Compiling the native GGML-block kernels (native/ggml_matmul.cpp) with the system C++ compiler.
+"""Compiling the native kernels (native/*.cpp: GGML-block matmuls, few-token attention, row ops)
+with the system C++ compiler into one library.
 
 Built once per (source, torch version, CPU, compiler) into `<cache_dir>/native/` with
 ``-march=native`` (the instruction sets this CPU has, nothing assumed), under a file lock so
@@ -23,7 +24,8 @@ from .cpu_features import cpu_features
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("native") / "ggml_matmul.cpp"
+NATIVE_DIR = Path(__file__).with_name("native")
+SOURCES = sorted(NATIVE_DIR.glob("*.cpp"))
 _BUILD_TIMEOUT_S = 600
 
 
@@ -40,7 +42,7 @@ def compile_command(output: Path) -> list[str]:
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     return [
         compiler(), "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++20", "-w",
-        f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-isystem", str(torch_dir / "include"), str(SOURCE),
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-isystem", str(torch_dir / "include"), *map(str, SOURCES),
         "-L", str(torch_dir / "lib"), "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_dir / 'lib'}", "-o", str(output),
         *os.environ.get("CXXFLAGS", "").split(),
     ]
@@ -48,8 +50,11 @@ def compile_command(output: Path) -> list[str]:
 
 @functools.cache
 def source_digest() -> str:
-    """The kernels' source, hashed: what is built from it, or measured on it, is keyed by this."""
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+    """The kernels' sources, hashed: what is built from them, or measured on them, is keyed by this."""
+    digest = hashlib.sha256()
+    for source in sorted(NATIVE_DIR.glob("*.[ch]*")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 def library_path(directory: Path) -> Path:

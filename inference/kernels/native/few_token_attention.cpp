@@ -1,0 +1,277 @@
+// The attention of a pass of a few tokens (decode, speculative verification) in one native call per
+// layer: bias, per-head RMS norm (qwen3), rotary embedding, the cache write, and each token's
+// attention over the keys up to its own position, as decoding that token alone computes it.
+// Replaces some forty small tensor ops per layer whose dispatch cost more than their arithmetic.
+// Work is split over (token, kv head, chunk of key positions) with at::parallel_for; the chunks'
+// partial softmaxes are merged at the end.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "vector_math.h"
+
+namespace {
+
+using namespace qwen_native;
+
+// Key positions per parallel task.
+constexpr int64_t kChunk = 256;
+
+// Keys and values stream from memory once per token, where one thread's demand misses alone leave the
+// bus idle (as in the matmuls): the scores pass asks for the key and value rows kRowsAhead ahead.
+constexpr int64_t kRowsAhead = 8;
+
+inline void prefetch_row(const float* row, int64_t d) {
+  for (int64_t i = 0; i < d; i += 16) __builtin_prefetch(row + i, 0, 3);
+}
+
+// s[g * stride + j] = scale * <query g, key j> for G query heads and `length` keys of width d.
+template <int G>
+void head_scores(const float* query, const float* key, const float* value, int64_t length, int64_t d, float scale,
+                 float* s, int64_t stride) {
+  const int64_t full = d / 16 * 16;
+  for (int64_t j = 0; j < length; ++j) {
+    const float* k = key + j * d;
+    prefetch_row(k + kRowsAhead * d, d);
+    prefetch_row(value + (j + kRowsAhead) * d, d);
+    Vec16 acc[G];
+    for (int g = 0; g < G; ++g) acc[g] = Vec16{} ;
+    for (int64_t c = 0; c < full; c += 16) {
+      const Vec16 kv = load16(k + c);
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) acc[g] += load16(query + g * d + c) * kv;
+    }
+    for (int g = 0; g < G; ++g) {
+      float total = sum16(acc[g]);
+      for (int64_t c = full; c < d; ++c) total += query[g * d + c] * k[c];
+      s[g * stride + j] = scale * total;
+    }
+  }
+}
+
+// out[g][c..) = sum_j s[g * stride + j] * value j [c..) for G heads over channels [c, end), P vectors of 16
+// channels per step, all G * P sums in registers.
+template <int G, int P>
+void value_sums(const float* s, int64_t stride, const float* value, int64_t length, int64_t d, float* out,
+                int64_t c, int64_t end) {
+  for (; c + 16 * P <= end; c += 16 * P) {
+    Vec16 acc[G][P];
+    for (int g = 0; g < G; ++g)
+      for (int p = 0; p < P; ++p) acc[g][p] = Vec16{};
+    for (int64_t j = 0; j < length; ++j) {
+      const float* row = value + j * d + c;
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        const Vec16 v = load16(row + 16 * p);
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g) acc[g][p] += s[g * stride + j] * v;
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int p = 0; p < P; ++p) std::memcpy(out + g * d + c + 16 * p, &acc[g][p], sizeof(Vec16));
+  }
+}
+
+// out[g] = sum_j s[g * stride + j] * value j for G heads.
+template <int G>
+void head_values(const float* s, int64_t stride, const float* value, int64_t length, int64_t d, float* out) {
+  constexpr int kWide = G <= 6 ? 4 : 2;  // vectors per step: G * kWide accumulators fit 32 registers
+  const int64_t full = d / 16 * 16, wide = full / (16 * kWide) * (16 * kWide);
+  value_sums<G, kWide>(s, stride, value, length, d, out, 0, wide);
+  value_sums<G, 1>(s, stride, value, length, d, out, wide, full);
+  for (int64_t c = full; c < d; ++c)
+    for (int g = 0; g < G; ++g) {
+      float total = 0.f;
+      for (int64_t j = 0; j < length; ++j) total += s[g * stride + j] * value[j * d + c];
+      out[g * d + c] = total;
+    }
+}
+
+// f(first, G) for the query heads sharing a kv head in batches of G <= 8 (what registers hold).
+template <typename F>
+void in_head_batches(int64_t heads, F&& f) {
+  for (int64_t first = 0; first < heads; first += 8) {
+    switch (std::min<int64_t>(8, heads - first)) {
+      case 1: f(first, std::integral_constant<int, 1>{}); break;
+      case 2: f(first, std::integral_constant<int, 2>{}); break;
+      case 3: f(first, std::integral_constant<int, 3>{}); break;
+      case 4: f(first, std::integral_constant<int, 4>{}); break;
+      case 5: f(first, std::integral_constant<int, 5>{}); break;
+      case 6: f(first, std::integral_constant<int, 6>{}); break;
+      case 7: f(first, std::integral_constant<int, 7>{}); break;
+      default: f(first, std::integral_constant<int, 8>{}); break;
+    }
+  }
+}
+
+// x[0..d) <- weight * x / rms(x), in place.
+void rms_norm(float* x, const float* weight, int64_t d, double eps) {
+  const float inverse = 1.f / std::sqrt(dot(x, x, d) / float(d) + float(eps));
+  for (int64_t i = 0; i < d; ++i) x[i] = weight[i] * (x[i] * inverse);
+}
+
+// Rotate-half rotary embedding of the first `rotary` channels of x with one position's cos/sin rows.
+void rotate(float* x, const float* cos, const float* sin, int64_t rotary) {
+  const int64_t half = rotary / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = x[i], b = x[i + half];
+    x[i] = a * cos[i] - b * sin[i];
+    x[i + half] = b * cos[i + half] + a * sin[i + half];
+  }
+}
+
+// One head of one token before attention: bias, norm, rotation, into `out` [d].
+void prepare_head(const float* in, float* out, int64_t d, const float* bias, const float* norm, double eps,
+                  const float* cos, const float* sin, int64_t rotary) {
+  for (int64_t i = 0; i < d; ++i) out[i] = in[i] + (bias ? bias[i] : 0.f);
+  if (norm) rms_norm(out, norm, d, eps);
+  rotate(out, cos, sin, rotary);
+}
+
+const float* optional_data(const std::optional<at::Tensor>& t, int64_t numel) {
+  if (!t.has_value()) return nullptr;
+  TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->numel() == numel,
+              "few_token_attention: bias/norm of ", numel, " contiguous floats expected");
+  return t->data_ptr<float>();
+}
+
+// Softmax state of one chunk of keys for one query head: max score, sum of e^(score - max) and
+// the e^(score - max)-weighted sum of values.
+struct Partial {
+  float max, sum;
+};
+
+// q [n, H, D], k and v [n, KVH, D] (the projections of n tokens at positions start..start+n-1);
+// keys/values: the layer's cache storage [KVH, capacity, D], written at those positions.
+// Returns [n, H * D]: token i attends to positions 0..start+i.
+at::Tensor few_token_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                               const std::optional<at::Tensor>& q_bias, const std::optional<at::Tensor>& k_bias,
+                               const std::optional<at::Tensor>& v_bias, const std::optional<at::Tensor>& q_norm,
+                               const std::optional<at::Tensor>& k_norm, double eps, const at::Tensor& cos,
+                               const at::Tensor& sin, at::Tensor keys, at::Tensor values, int64_t start,
+                               double scale) {
+  TORCH_CHECK(q_in.dim() == 3 && k_in.dim() == 3 && v_in.dim() == 3 && q_in.scalar_type() == at::kFloat &&
+                  k_in.scalar_type() == at::kFloat && v_in.scalar_type() == at::kFloat,
+              "few_token_attention: q, k, v must be float32 [tokens, heads, head_dim]");
+  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  const int64_t n = q.size(0), heads = q.size(1), d = q.size(2), kv_heads = k.size(1);
+  const int64_t group = heads / kv_heads, rotary = cos.size(1);
+  TORCH_CHECK(heads % kv_heads == 0 && k.size(0) == n && v.sizes() == k.sizes() && k.size(2) == d,
+              "few_token_attention: q [n, H, D], k and v [n, KVH, D] with KVH dividing H");
+  TORCH_CHECK(keys.scalar_type() == at::kFloat && keys.is_contiguous() && values.is_contiguous() &&
+                  keys.sizes() == values.sizes() && keys.dim() == 3 && keys.size(0) == kv_heads &&
+                  keys.size(2) == d && start + n <= keys.size(1),
+              "few_token_attention: cache storage must be float32 [KVH, capacity >= start + n, D]");
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.scalar_type() == at::kFloat &&
+                  sin.sizes() == cos.sizes() && cos.size(0) >= start + n && rotary <= d && rotary % 2 == 0,
+              "few_token_attention: cos/sin tables [>= start + n, rotary <= D] of float32");
+  const float *qb = optional_data(q_bias, heads * d), *kb = optional_data(k_bias, kv_heads * d);
+  const float *vb = optional_data(v_bias, kv_heads * d), *qn = optional_data(q_norm, d);
+  const float* kn = optional_data(k_norm, d);
+  const int64_t capacity = keys.size(1);
+  float *key_store = keys.data_ptr<float>(), *value_store = values.data_ptr<float>();
+
+  // Queries prepared once; keys and values of the new tokens written to the cache.
+  std::vector<float> queries(n * heads * d);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* c = cos.data_ptr<float>() + (start + t) * rotary;
+    const float* s = sin.data_ptr<float>() + (start + t) * rotary;
+    for (int64_t h = 0; h < heads; ++h)
+      prepare_head(q.data_ptr<float>() + (t * heads + h) * d, queries.data() + (t * heads + h) * d, d,
+                   qb ? qb + h * d : nullptr, qn, eps, c, s, rotary);
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      const int64_t slot = (h * capacity + start + t) * d;
+      prepare_head(k.data_ptr<float>() + (t * kv_heads + h) * d, key_store + slot, d, kb ? kb + h * d : nullptr,
+                   kn, eps, c, s, rotary);
+      const float* vin = v.data_ptr<float>() + (t * kv_heads + h) * d;
+      for (int64_t i = 0; i < d; ++i) value_store[slot + i] = vin[i] + (vb ? vb[h * d + i] : 0.f);
+    }
+  }
+
+  // Tasks: (token, kv head, chunk); each holds partials for the kv head's `group` query heads.
+  struct Task {
+    int64_t token, kv_head, first, last;
+  };
+  std::vector<Task> tasks;
+  std::vector<int64_t> first_task(n + 1);
+  for (int64_t t = 0; t < n; ++t) {
+    first_task[t] = int64_t(tasks.size());
+    for (int64_t h = 0; h < kv_heads; ++h)
+      for (int64_t j = 0; j <= start + t; j += kChunk) tasks.push_back({t, h, j, std::min(j + kChunk, start + t + 1)});
+  }
+  first_task[n] = int64_t(tasks.size());
+  std::vector<Partial> partials(tasks.size() * group);
+  std::vector<float> sums(tasks.size() * group * d);
+
+  at::parallel_for(0, int64_t(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(group * kChunk);
+    for (int64_t i = begin; i < end; ++i) {
+      const Task& task = tasks[i];
+      const int64_t length = task.last - task.first;
+      const float* query = queries.data() + (task.token * heads + task.kv_head * group) * d;
+      const float* key = key_store + (task.kv_head * capacity + task.first) * d;
+      const float* value = value_store + (task.kv_head * capacity + task.first) * d;
+      in_head_batches(group, [&](int64_t first, auto batch) {
+        head_scores<batch()>(query + first * d, key, value, length, d, float(scale), scores.data() + first * kChunk, kChunk);
+      });
+      for (int64_t g = 0; g < group; ++g) {
+        float* s = scores.data() + g * kChunk;
+        const float top = max_of(s, length);
+        float total = 0.f;
+#pragma omp simd reduction(+ : total)
+        for (int64_t j = 0; j < length; ++j) {
+          s[j] = exp_nonpositive(s[j] - top);
+          total += s[j];
+        }
+        partials[i * group + g] = {top, total};
+      }
+      in_head_batches(group, [&](int64_t first, auto batch) {
+        head_values<batch()>(scores.data() + first * kChunk, kChunk, value, length, d,
+                             sums.data() + (i * group + first) * d);
+      });
+    }
+  });
+
+  // Merge each query head's chunks.
+  at::Tensor result = at::empty({n, heads * d}, q.options());
+  float* y = result.data_ptr<float>();
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t kv_head = h / group, g = h % group;
+      float top = -INFINITY;
+      for (int64_t i = first_task[t]; i < first_task[t + 1]; ++i)
+        if (tasks[i].kv_head == kv_head) top = std::max(top, partials[i * group + g].max);
+      float total = 0.f;
+      float* o = y + (t * heads + h) * d;
+      std::fill(o, o + d, 0.f);
+      for (int64_t i = first_task[t]; i < first_task[t + 1]; ++i) {
+        if (tasks[i].kv_head != kv_head) continue;
+        const float weight = std::exp(partials[i * group + g].max - top);
+        total += weight * partials[i * group + g].sum;
+        const float* part = sums.data() + (i * group + g) * d;
+        for (int64_t c = 0; c < d; ++c) o[c] += weight * part[c];
+      }
+      for (int64_t c = 0; c < d; ++c) o[c] /= total;
+    }
+  return result;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(qwen_ggml, m) {
+  m.def("few_token_attention(Tensor q, Tensor k, Tensor v, Tensor? q_bias, Tensor? k_bias, Tensor? v_bias, "
+        "Tensor? q_norm, Tensor? k_norm, float eps, Tensor cos, Tensor sin, Tensor(a!) keys, Tensor(b!) values, "
+        "int start, float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) { m.impl("few_token_attention", &few_token_attention); }

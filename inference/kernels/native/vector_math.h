@@ -1,0 +1,69 @@
+// Small float helpers shared by the native kernels, written with GCC/Clang vector types so the
+// compiler emits AVX-512, AVX2 or plain code for whatever CPU it targets.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace qwen_native {
+
+// e^x for x <= 0 (Cephes' polynomial; relative error ~1e-7), in a form `omp simd` loops vectorize.
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.f);
+  const float n = std::nearbyint(x * 1.44269504f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const int32_t bits = (int32_t(n) + 127) << 23;
+  float two_to_n;
+  std::memcpy(&two_to_n, &bits, 4);
+  return (p * r * r + r + 1.f) * two_to_n;
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// 16 floats as one vector (one AVX-512 register, two AVX2 ones, or plain code elsewhere).
+typedef float Vec16 __attribute__((vector_size(64)));
+
+inline Vec16 load16(const float* p) {
+  Vec16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+typedef float Vec8 __attribute__((vector_size(32)));
+typedef float Vec4 __attribute__((vector_size(16)));
+
+inline float sum16(Vec16 v) {
+  const Vec8 eight = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                     __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Vec4 four =
+      __builtin_shufflevector(eight, eight, 0, 1, 2, 3) + __builtin_shufflevector(eight, eight, 4, 5, 6, 7);
+  return (four[0] + four[2]) + (four[1] + four[3]);
+}
+
+inline float max_of(const float* s, int64_t n) {
+  Vec16 top = Vec16{} - INFINITY;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const Vec16 v = load16(s + j);
+    top = v > top ? v : top;
+  }
+  float result = -INFINITY;
+  for (int i = 0; i < 16; ++i) result = std::max(result, top[i]);
+  for (; j < n; ++j) result = std::max(result, s[j]);
+  return result;
+}
+
+}  // namespace qwen_native
