@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 
 import numpy as np
@@ -18,6 +19,7 @@ from inference.kernels.dequantized import DequantizedLinear
 from inference.kernels.int4_packed import Int4PackedLinear
 from inference.kernels.int8_packed import requantize_per_channel
 from inference.kernels.page_release import release_file_pages
+from inference.linear import LinearKernel
 from inference.quants import block_geometry, dequantize, q4_k_scales_mins
 
 OUT, IN = 32, 512  # the smallest shape every kernel accepts
@@ -104,6 +106,44 @@ def test_selection_picks_an_exact_kernel_by_default(monkeypatch, tmp_path):
     assert relative_error(kernel(x), exact_matmul(x, tensor)) < 1e-2
     assert (tmp_path / "kernel-choices.json").is_file()
     assert all(c.exact for c in selection.allowed_candidates())
+
+
+class RowRecordingKernel(LinearKernel):
+    """A kernel that notes how many rows each call through it has."""
+
+    def __init__(self, inner: LinearKernel, rows_seen: list[int]):
+        self.inner, self.rows_seen = inner, rows_seen
+        self.out_features, self.in_features = inner.out_features, inner.in_features
+        self.reads_checkpoint_in_place = inner.reads_checkpoint_in_place
+
+    def __call__(self, x):
+        self.rows_seen.append(x.shape[0])
+        return self.inner(x)
+
+    def rows(self, ids):
+        return self.inner.rows(ids)
+
+    @property
+    def nbytes(self):
+        return self.inner.nbytes
+
+
+def test_output_head_is_chosen_by_one_token_calls_only(monkeypatch, tmp_path):
+    """The head computes one row per prompt: a many-row call must not weigh in on its kernel."""
+    monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
+    monkeypatch.setattr(selection, "_choices", None)
+    rows_seen: list[int] = []
+
+    def recorded(build):
+        return lambda tensor: (lambda kernel: kernel and RowRecordingKernel(kernel, rows_seen))(build(tensor))
+
+    candidates = [dataclasses.replace(c, build=recorded(c.build)) for c in selection.allowed_candidates()]
+    monkeypatch.setattr(selection, "allowed_candidates", lambda: candidates)
+    tensor = quantized(QT.Q8_0, seed=5)
+    selection.choose_kernel(dataclasses.replace(tensor, name="output.weight"))
+    assert rows_seen and set(rows_seen) == {1}
+    selection.choose_kernel(tensor)
+    assert selection.BATCH in rows_seen
 
 
 def test_forced_kernel_is_used(monkeypatch, tmp_path):

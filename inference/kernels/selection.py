@@ -2,7 +2,8 @@
 
 The first weight of each (type, shape) is built with every applicable candidate; each is timed on
 a one-token call (decode) and a batch (prefill), and the one with the lowest cost for a typical
-completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins. A kernel holding its own
+completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins; the output head computes one
+row per prompt (its last), so only its one-token calls count. A kernel holding its own
 copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat one that reads
 the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary by more than
 the kernels differ there, and memory should not follow that noise. Choices are cached per CPU,
@@ -38,6 +39,8 @@ COPY_MARGIN = 1.15
 FEW_TOKEN_STEPS = (8, 12, 16, 24, 32)
 _FEW_TOKENS_KEY, _FEW_TOKENS_SHAPE = "native-ggml:few-tokens", (2048, 1024)
 _REPEATS = 3
+# Weights used as the output head (the embedding table where the two are tied).
+OUTPUT_HEADS = ("output.weight", "token_embd.weight")
 _lock = threading.RLock()  # kernels built under it may ask for `few_token_limit`
 _choices: dict[str, str] | None = None
 
@@ -48,8 +51,9 @@ def allowed_candidates() -> list[Candidate]:
     return [c for c in CANDIDATES if (not forced or c.name == forced) and (c.exact or not exact_only)]
 
 
-def measured_cost(kernel: LinearKernel, give_up_after: float = float("inf")) -> float:
-    """Seconds for a typical completion's calls through `kernel` (fastest of a few runs: least disturbed by load)."""
+def measured_cost(kernel: LinearKernel, give_up_after: float = float("inf"), prefills: bool = True) -> float:
+    """Seconds for a typical completion's calls through `kernel` (fastest of a few runs: least disturbed by load);
+    without `prefills`, one-token calls only."""
     one = torch.randn(1, kernel.in_features)
     batch = torch.randn(BATCH, kernel.in_features)
     kernel(one)
@@ -58,6 +62,8 @@ def measured_cost(kernel: LinearKernel, give_up_after: float = float("inf")) -> 
     if (time.perf_counter() - first) * DECODED_TOKENS > give_up_after:
         return float("inf")
     decode = _fastest_seconds(lambda: kernel(one))
+    if not prefills:
+        return decode * (DECODED_TOKENS + 1)
     prefill = _fastest_seconds(lambda: kernel(batch))
     return decode * DECODED_TOKENS + prefill * PROMPT_TOKENS / BATCH
 
@@ -117,7 +123,9 @@ def choose_kernel(tensor: CheckpointTensor) -> LinearKernel | None:
 
 def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
     candidates = allowed_candidates()
-    key = f"{tensor.qtype.name}:{tensor.shape[0]}x{tensor.shape[1]}:" + ",".join(c.name for c in candidates)
+    head = tensor.name in OUTPUT_HEADS
+    key = ("head:" if head else "") + f"{tensor.qtype.name}:{tensor.shape[0]}x{tensor.shape[1]}:"
+    key += ",".join(c.name for c in candidates)
     with _lock:
         choices = _load_choices()
         known = next((c for c in candidates if c.name == choices.get(key)), None)
@@ -130,7 +138,7 @@ def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
             kernel = candidate.build(tensor)
             if kernel is None:
                 continue
-            cost = measured_cost(kernel, give_up_after=4 * best_cost)
+            cost = measured_cost(kernel, give_up_after=4 * best_cost, prefills=not head)
             if not kernel.reads_checkpoint_in_place:
                 cost *= COPY_MARGIN
             if cost < best_cost:

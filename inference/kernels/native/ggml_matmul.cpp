@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -106,11 +107,22 @@ void k_scales_mins(const uint8_t* q, uint8_t scales[8], uint8_t mins[8]) {
 
 // ---------------------------------------------------------------- quantized activations
 
-// 32 activations: x ~= d * q; sum = sum(q).
-struct Act32 {
-  float d;
-  int32_t sum;
-  int8_t q[32];
+// A row of k activations in 32-value blocks: x[32b + i] ~= d[b] * q[32b + i], sum[b] = sum of block b's
+// q, minus16[i] = -16 * (q[4i] + ... + q[4i+3]) (Q5_0's code offset, per 4-value dot lane). Stored as
+// arrays (codes, scales, sums, offsets), so consecutive blocks' codes load as one register.
+struct Act32Row {
+  int8_t* q;
+  float* d;
+  int32_t* sum;
+  int32_t* minus16;
+
+  static Act32Row at(const uint8_t* bytes, int64_t k) {
+    uint8_t* p = const_cast<uint8_t*>(bytes);
+    return {reinterpret_cast<int8_t*>(p), reinterpret_cast<float*>(p + k),
+            reinterpret_cast<int32_t*>(p + k + 4 * (k / 32)), reinterpret_cast<int32_t*>(p + k + 8 * (k / 32))};
+  }
+
+  static size_t bytes(int64_t k) { return size_t(2 * k + 8 * (k / 32)); }
 };
 
 // 256 activations: x ~= d * q; sums[g] = sum of q over values 16g..16g+15, sums32[j] over 32j..32j+31.
@@ -130,14 +142,16 @@ float quantize_run(const float* x, int n, int8_t* q) {
   return d;
 }
 
-void quantize_act32(const float* x, int64_t k, Act32* out) {
+void quantize_act32(const float* x, int64_t k, uint8_t* out) {
+  const Act32Row a = Act32Row::at(out, k);
   for (int64_t b = 0; b < k / 32; ++b) {
-    Act32& a = out[b];
-    a.d = quantize_run(x + 32 * b, 32, a.q);
+    a.d[b] = quantize_run(x + 32 * b, 32, a.q + 32 * b);
     int32_t s = 0;
-    for (int i = 0; i < 32; ++i) s += a.q[i];
-    a.sum = s;
+    for (int i = 0; i < 32; ++i) s += a.q[32 * b + i];
+    a.sum[b] = s;
   }
+  for (int64_t i = 0; i < k / 4; ++i)
+    a.minus16[i] = -16 * (a.q[4 * i] + a.q[4 * i + 1] + a.q[4 * i + 2] + a.q[4 * i + 3]);
 }
 
 void quantize_act256(const float* x, int64_t k, Act256* out) {
@@ -255,18 +269,32 @@ inline __m512i pair32(const void* lo, const void* hi) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(load32(lo)), load32(hi), 1);
 }
 
-inline __m512 pair_ps(float lo, float hi) {
-  return _mm512_insertf32x8(_mm512_set1_ps(lo), _mm256_set1_ps(hi), 1);
+// Two fp16 block scales as floats in lanes 0 and 1.
+inline __m128 half_pair(const uint8_t* first, const uint8_t* second) {
+  uint16_t lo, hi;
+  std::memcpy(&lo, first, 2);
+  std::memcpy(&hi, second, 2);
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(int(lo | (uint32_t(hi) << 16))));
 }
 
-// Sum of u8 x s8 products as 16 int32 lanes (u <= 128, |s| <= 127: exact either way).
-inline __m512i dot_u8_s8_512(__m512i u, __m512i s) {
+// A block pair's scales over its 16 int32 dot lanes: weight scale * activation scale d[0] in lanes 0-7,
+// the second block's in lanes 8-15.
+inline __m512 block_pair_scales(__m128 weight_scales, const float* d) {
+  const __m128 s = _mm_mul_ps(weight_scales, _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(d))));
+  return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                               _mm512_castps128_ps512(s));
+}
+
+// acc + sum of u8 x s8 products as 16 int32 lanes (u <= 128, |s| <= 127: exact either way).
+inline __m512i dot_u8_s8_512(__m512i acc, __m512i u, __m512i s) {
 #ifdef __AVX512VNNI__
-  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+  return _mm512_dpbusd_epi32(acc, u, s);
 #else
-  return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
 #endif
 }
+
+inline __m512i dot_u8_s8_512(__m512i u, __m512i s) { return dot_u8_s8_512(_mm512_setzero_si512(), u, s); }
 
 // acc + sum of int16 pairs p * scale as 16 int32 lanes.
 inline __m512i add_scaled_pairs(__m512i acc, __m512i p, __m512i scale) {
@@ -301,7 +329,7 @@ inline __m512i q5_0_codes_x2(const uint8_t* w) {
 // a weight block is unpacked once for all of them.
 
 template <int R>
-void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* out) {
+void dot_q8_0(const uint8_t* w, const Act32Row* a, int64_t blocks, float* out) {
 #ifdef QWEN_AVX2
   float head[R] = {};
   int64_t b = 0;
@@ -313,11 +341,11 @@ void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
       prefetch_ahead(w, 68);
       const __m512i wq = pair32(w + 2, w + 36), magnitude = _mm512_abs_epi8(wq);
       const __mmask64 negative = _mm512_movepi8_mask(wq);
-      const float d0 = half_to_float(w), d1 = half_to_float(w + 34);
+      const __m128 weight_scales = half_pair(w, w + 34);
       for (int r = 0; r < R; ++r) {
-        const __m512i x = pair32(a[r][b].q, a[r][b + 1].q);
+        const __m512i x = _mm512_loadu_si512(a[r].q + 32 * b);
         const __m512i p = dot_u8_s8_512(magnitude, _mm512_mask_sub_epi8(x, negative, _mm512_setzero_si512(), x));
-        acc[r] = _mm512_fmadd_ps(pair_ps(d0 * a[r][b].d, d1 * a[r][b + 1].d), _mm512_cvtepi32_ps(p), acc[r]);
+        acc[r] = _mm512_fmadd_ps(block_pair_scales(weight_scales, a[r].d + b), _mm512_cvtepi32_ps(p), acc[r]);
       }
     }
     for (int r = 0; r < R; ++r) head[r] = _mm512_reduce_add_ps(acc[r]);
@@ -331,8 +359,8 @@ void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
     const float d = half_to_float(w);
     for (int r = 0; r < R; ++r) {
       // |w| * (x with w's sign) = w * x; |w| <= 128 and |x| <= 127 keep the int16 pair sums exact.
-      const __m256i p = dot_u8_s8(magnitude, _mm256_sign_epi8(load32(a[r][b].q), wq));
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r][b].d), _mm256_cvtepi32_ps(p), acc[r]);
+      const __m256i p = dot_u8_s8(magnitude, _mm256_sign_epi8(load32(a[r].q + 32 * b), wq));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d[b]), _mm256_cvtepi32_ps(p), acc[r]);
     }
   }
   for (int r = 0; r < R; ++r) out[r] = head[r] + hsum(acc[r]);
@@ -343,8 +371,8 @@ void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
     for (int64_t b = 0; b < blocks; ++b, wb += 34) {
       const int8_t* q = reinterpret_cast<const int8_t*>(wb + 2);
       int32_t s = 0;
-      for (int i = 0; i < 32; ++i) s += int32_t(q[i]) * a[r][b].q[i];
-      sum += half_to_float(wb) * a[r][b].d * float(s);
+      for (int i = 0; i < 32; ++i) s += int32_t(q[i]) * a[r].q[32 * b + i];
+      sum += half_to_float(wb) * a[r].d[b] * float(s);
     }
     out[r] = sum;
   }
@@ -354,7 +382,7 @@ void dot_q8_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
 // Q5_0: fp16 d, 32 high bits (bit i: value i), 16 bytes of nibbles (low: values 0-15, high: 16-31);
 // value = d * (code - 16).
 template <int R>
-void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* out) {
+void dot_q5_0(const uint8_t* w, const Act32Row* a, int64_t blocks, float* out) {
 #ifdef QWEN_AVX2
   float head[R] = {}, offset[R] = {};
   int64_t b = 0;
@@ -365,12 +393,12 @@ void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
     for (; b + 2 <= blocks; b += 2, w += 44) {
       prefetch_ahead(w, 44);
       const __m512i codes = q5_0_codes_x2(w);
-      const float d0 = half_to_float(w), d1 = half_to_float(w + 22);
+      const __m128 weight_scales = half_pair(w, w + 22);
       for (int r = 0; r < R; ++r) {
-        const float s0 = d0 * a[r][b].d, s1 = d1 * a[r][b + 1].d;
-        const __m512i p = dot_u8_s8_512(codes, pair32(a[r][b].q, a[r][b + 1].q));
-        acc[r] = _mm512_fmadd_ps(pair_ps(s0, s1), _mm512_cvtepi32_ps(p), acc[r]);
-        offset[r] += s0 * float(a[r][b].sum) + s1 * float(a[r][b + 1].sum);
+        // sum (code - 16) * x per lane: the products, from -16 * x summed the same way.
+        const __m512i x = _mm512_loadu_si512(a[r].q + 32 * b);
+        const __m512i p = dot_u8_s8_512(_mm512_loadu_si512(a[r].minus16 + 8 * b), codes, x);
+        acc[r] = _mm512_fmadd_ps(block_pair_scales(weight_scales, a[r].d + b), _mm512_cvtepi32_ps(p), acc[r]);
       }
     }
     for (int r = 0; r < R; ++r) head[r] = _mm512_reduce_add_ps(acc[r]);
@@ -383,9 +411,10 @@ void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
     const __m256i codes = q5_0_codes(w);
     const float d = half_to_float(w);
     for (int r = 0; r < R; ++r) {
-      const float scale = d * a[r][b].d;
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(dot_u8_s8(codes, load32(a[r][b].q))), acc[r]);
-      offset[r] += scale * float(a[r][b].sum);
+      const float scale = d * a[r].d[b];
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(dot_u8_s8(codes, load32(a[r].q + 32 * b))),
+                               acc[r]);
+      offset[r] += scale * float(a[r].sum[b]);
     }
   }
   for (int r = 0; r < R; ++r) out[r] = head[r] + hsum(acc[r]) - 16.f * offset[r];
@@ -400,9 +429,9 @@ void dot_q5_0(const uint8_t* w, const Act32* const* a, int64_t blocks, float* ou
       for (int i = 0; i < 16; ++i) {
         const int lo = (wb[6 + i] & 0x0F) | (((high >> i) & 1) << 4);
         const int hi = (wb[6 + i] >> 4) | (((high >> (i + 16)) & 1) << 4);
-        s += (lo - 16) * a[r][b].q[i] + (hi - 16) * a[r][b].q[i + 16];
+        s += (lo - 16) * a[r].q[32 * b + i] + (hi - 16) * a[r].q[32 * b + i + 16];
       }
-      sum += half_to_float(wb) * a[r][b].d * float(s);
+      sum += half_to_float(wb) * a[r].d[b] * float(s);
     }
     out[r] = sum;
   }
@@ -631,19 +660,67 @@ void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* o
   }
 }
 
-// out[r] = <row w, activation row acts[r]> for R rows of `act_bytes`-byte quantized activations.
-template <int R>
-void dot_rows(int64_t qtype, const uint8_t* w, const uint8_t* acts, size_t act_bytes, int64_t blocks, float* out) {
-  const void* rows[R];
-  for (int r = 0; r < R; ++r) rows[r] = acts + r * act_bytes;
-  const auto* a32 = reinterpret_cast<const Act32* const*>(rows);
-  const auto* a256 = reinterpret_cast<const Act256* const*>(rows);
+// Bytes of one quantized activation row of k values, for weights of `qtype`.
+size_t activation_bytes(int64_t qtype, int64_t k) {
+  const int64_t blocks = k / geometry(qtype).values;
+  return k_quant(qtype) ? sizeof(Act256) * blocks : Act32Row::bytes(k);
+}
+
+// y[t * n + row] = <weight row `row`, activation row t> for rows [first, last) of one weight (rows `stride`
+// bytes apart) and all m activation rows, four activation rows per pass over a weight row.
+template <typename Dot>
+void dot_rows_of(Dot dot, const uint8_t* w, int64_t stride, int64_t first, int64_t last, int64_t m, float* y,
+                 int64_t n) {
+  float out[4];
+  for (int64_t row = first; row < last; ++row) {
+    const uint8_t* weight_row = w + row * stride;
+    for (int64_t t = 0; t < m; t += 4) {
+      const int64_t r = std::min<int64_t>(4, m - t);
+      switch (r) {
+        case 1: dot(std::integral_constant<int, 1>{}, weight_row, t, out); break;
+        case 2: dot(std::integral_constant<int, 2>{}, weight_row, t, out); break;
+        case 3: dot(std::integral_constant<int, 3>{}, weight_row, t, out); break;
+        default: dot(std::integral_constant<int, 4>{}, weight_row, t, out); break;
+      }
+      for (int64_t j = 0; j < r; ++j) y[(t + j) * n + row] = out[j];
+    }
+  }
+}
+
+// dot_rows_of for a weight of `qtype` and m rows of activations quantized for it (`acts`), dispatched once.
+void dot_weight_rows(int64_t qtype, const uint8_t* w, int64_t stride, int64_t first, int64_t last,
+                     const uint8_t* acts, int64_t m, int64_t k, float* y, int64_t n) {
+  const int64_t blocks = k / geometry(qtype).values;
+  const size_t act_bytes = activation_bytes(qtype, k);
+  std::vector<Act32Row> a32;
+  std::vector<const Act256*> a256;
+  for (int64_t t = 0; t < m; ++t) {
+    if (k_quant(qtype))
+      a256.push_back(reinterpret_cast<const Act256*>(acts + t * act_bytes));
+    else
+      a32.push_back(Act32Row::at(acts + t * act_bytes, k));
+  }
   switch (qtype) {
-    case kQ8_0: return dot_q8_0<R>(w, a32, blocks, out);
-    case kQ5_0: return dot_q5_0<R>(w, a32, blocks, out);
-    case kQ4_K: return dot_q45_k<false, R>(w, a256, blocks, out);
-    case kQ5_K: return dot_q45_k<true, R>(w, a256, blocks, out);
-    default: return dot_q6_k<R>(w, a256, blocks, out);
+    case kQ8_0:
+      return dot_rows_of([&](auto R, const uint8_t* row, int64_t t, float* out) {
+        dot_q8_0<R()>(row, a32.data() + t, blocks, out);
+      }, w, stride, first, last, m, y, n);
+    case kQ5_0:
+      return dot_rows_of([&](auto R, const uint8_t* row, int64_t t, float* out) {
+        dot_q5_0<R()>(row, a32.data() + t, blocks, out);
+      }, w, stride, first, last, m, y, n);
+    case kQ4_K:
+      return dot_rows_of([&](auto R, const uint8_t* row, int64_t t, float* out) {
+        dot_q45_k<false, R()>(row, a256.data() + t, blocks, out);
+      }, w, stride, first, last, m, y, n);
+    case kQ5_K:
+      return dot_rows_of([&](auto R, const uint8_t* row, int64_t t, float* out) {
+        dot_q45_k<true, R()>(row, a256.data() + t, blocks, out);
+      }, w, stride, first, last, m, y, n);
+    default:
+      return dot_rows_of([&](auto R, const uint8_t* row, int64_t t, float* out) {
+        dot_q6_k<R()>(row, a256.data() + t, blocks, out);
+      }, w, stride, first, last, m, y, n);
   }
 }
 
@@ -790,12 +867,6 @@ at::Tensor float_rows(const at::Tensor& x, int64_t in_features) {
   return x.contiguous();
 }
 
-// Bytes of one quantized activation row of k values, for weights of `qtype`.
-size_t activation_bytes(int64_t qtype, int64_t k) {
-  const int64_t blocks = k / geometry(qtype).values;
-  return k_quant(qtype) ? sizeof(Act256) * blocks : sizeof(Act32) * blocks;
-}
-
 // m rows of k floats (row stride `stride`) quantized for dot products with `qtype` weights.
 std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, int64_t stride, int64_t qtype) {
   const size_t bytes = activation_bytes(qtype, k);
@@ -804,15 +875,9 @@ std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, 
     if (k_quant(qtype))
       quantize_act256(x + i * stride, k, reinterpret_cast<Act256*>(acts.data() + i * bytes));
     else
-      quantize_act32(x + i * stride, k, reinterpret_cast<Act32*>(acts.data() + i * bytes));
+      quantize_act32(x + i * stride, k, acts.data() + i * bytes);
   }
   return acts;
-}
-
-float dot_one(int64_t qtype, const uint8_t* w, const uint8_t* act, int64_t blocks) {
-  float out;
-  dot_rows<1>(qtype, w, act, 0, blocks, &out);
-  return out;
 }
 
 // Rows per parallel task: at least 256 KB of weights, so small matrices skip the threads' wake-up cost.
@@ -847,27 +912,13 @@ std::vector<at::Tensor> quantized_matmuls(const at::Tensor& x_in, at::TensorList
   }
   const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, total_bytes / first_row[count]));
   at::parallel_for(0, first_row[count], grain, [&](int64_t begin, int64_t end) {
-    float out[4];
-    for (int64_t global = begin; global < end; ++global) {
-      int64_t i = 0;
-      while (global >= first_row[i + 1]) ++i;
-      const int64_t row = global - first_row[i], n = first_row[i + 1] - first_row[i], qtype = qtypes[i];
-      const int64_t blocks = k / geometry(qtype).values;
-      const size_t act_bytes = activation_bytes(qtype, k);
-      const uint8_t* acts = (k_quant(qtype) ? acts256 : acts32).data();
-      const uint8_t* w = weights[i] + row * raws[i].stride(0);
-      float* yp = outputs[i];
-      for (int64_t t = 0; t < m; t += 4) {
-        const uint8_t* a = acts + t * act_bytes;
-        const int64_t r = std::min<int64_t>(4, m - t);
-        switch (r) {
-          case 1: dot_rows<1>(qtype, w, a, act_bytes, blocks, out); break;
-          case 2: dot_rows<2>(qtype, w, a, act_bytes, blocks, out); break;
-          case 3: dot_rows<3>(qtype, w, a, act_bytes, blocks, out); break;
-          default: dot_rows<4>(qtype, w, a, act_bytes, blocks, out); break;
-        }
-        for (int64_t j = 0; j < r; ++j) yp[(t + j) * n + row] = out[j];
-      }
+    for (int64_t i = 0; begin < end; ++i) {  // the part of each weight's rows in [begin, end)
+      if (begin >= first_row[i + 1]) continue;
+      const int64_t stop = std::min(end, first_row[i + 1]);
+      const uint8_t* acts = (k_quant(qtypes[i]) ? acts256 : acts32).data();
+      dot_weight_rows(qtypes[i], weights[i], raws[i].stride(0), begin - first_row[i], stop - first_row[i], acts, m,
+                      k, outputs[i], raws[i].size(0));
+      begin = stop;
     }
   });
   return ys;
@@ -904,14 +955,19 @@ at::Tensor expert_mlp(const at::Tensor& x_in, at::TensorList gates, at::TensorLi
   const std::vector<uint8_t> up_act =
       up_type == gate_type ? gate_act : quantize_activations(x.data_ptr<float>(), 1, k, k, up_type);
   const int64_t gate_stride = gates[0].stride(0), up_stride = ups[0].stride(0), down_stride = downs[0].stride(0);
-  const int64_t gate_blocks = k / geometry(gate_type).values, up_blocks = k / geometry(up_type).values;
 
   std::vector<float> gate_up(experts * 2 * width);  // expert e: gate rows, then up rows
   at::parallel_for(0, experts * 2 * width, grain_rows(gates[0].size(1)), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t e = i / (2 * width), j = i % (2 * width);
-      gate_up[i] = j < width ? dot_one(gate_type, gate_rows[e] + j * gate_stride, gate_act.data(), gate_blocks)
-                             : dot_one(up_type, up_rows[e] + (j - width) * up_stride, up_act.data(), up_blocks);
+    while (begin < end) {  // the part of each (expert, gate or up) in [begin, end)
+      const int64_t part = begin / width, stop = std::min(end, (part + 1) * width), e = part / 2;
+      float* y = gate_up.data() + part * width;
+      if (part % 2 == 0)
+        dot_weight_rows(gate_type, gate_rows[e], gate_stride, begin % width, stop - part * width, gate_act.data(), 1,
+                        k, y, width);
+      else
+        dot_weight_rows(up_type, up_rows[e], up_stride, begin % width, stop - part * width, up_act.data(), 1, k, y,
+                        width);
+      begin = stop;
     }
   });
   std::vector<float> mixed(experts * width);
@@ -922,16 +978,17 @@ at::Tensor expert_mlp(const at::Tensor& x_in, at::TensorList gates, at::TensorLi
     }
   const std::vector<uint8_t> down_act = quantize_activations(mixed.data(), experts, width, width, down_type);
   const size_t down_act_bytes = activation_bytes(down_type, width);
-  const int64_t down_blocks = width / geometry(down_type).values;
 
+  std::vector<float> down(experts * hidden);  // expert e's output rows
   at::Tensor y = at::empty({1, hidden}, x.options());
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, hidden, grain_rows(downs[0].size(1) * experts), [&](int64_t begin, int64_t end) {
+    for (int64_t e = 0; e < experts; ++e)
+      dot_weight_rows(down_type, down_rows[e], down_stride, begin, end, down_act.data() + e * down_act_bytes, 1, width,
+                      down.data() + e * hidden, hidden);
     for (int64_t row = begin; row < end; ++row) {
       float sum = 0.f;
-      for (int64_t e = 0; e < experts; ++e)
-        sum += float(weights[e]) * dot_one(down_type, down_rows[e] + row * down_stride,
-                                           down_act.data() + e * down_act_bytes, down_blocks);
+      for (int64_t e = 0; e < experts; ++e) sum += float(weights[e]) * down[e * hidden + row];
       yp[row] = sum;
     }
   });
