@@ -52,6 +52,7 @@ class Engine:
         self.reuse_prefix = reuse_prefix
         self.speculation = speculation
         self._draft = None
+        self._draft_lengths: dict[str, DraftLength] = {}
         self._cached_ids: list[int] = []
         self._model_lock = threading.Lock()
         self._requests = LatestByKey()
@@ -104,7 +105,7 @@ class Engine:
     def _run(self, prompt_ids: list[int], config: GenerationConfig, on_token: OnToken | None,
              should_stop: ShouldStop, deadline: float | None) -> GenerationResult:
         served, found = self._restore(prompt_ids)
-        drafter, draft_length = self._drafter()
+        drafter, draft_length = self._drafter(reproducible=config.seed is not None and not config.greedy)
         try:
             result = generate(self.model, self.tokenizer, prompt_ids, config, self.cache, on_token, should_stop,
                               drafter=drafter, draft_length=draft_length, deadline=deadline)
@@ -147,18 +148,28 @@ class Engine:
         self._cached_ids = self._cached_ids[:common]
         return common, found
 
-    def _drafter(self):
+    def _drafter(self, reproducible: bool = False):
+        """The drafter and its draft length; `reproducible` (seeded sampling, where the draft lengths
+        steer the random draws) gets a fresh length that ignores timings and earlier requests."""
         spec = self.speculation
         if spec.draft_model is not None:
             if not isinstance(self._draft, DraftModelDrafter) or self._draft.model is not spec.draft_model:
                 self._draft = DraftModelDrafter(spec.draft_model, self.cache.max_length)
-            return self._draft, DraftLength(spec.draft_initial, 1, spec.draft_max)
+            return self._draft, self._draft_length("draft", spec.draft_max, reproducible)
         if spec.mtp and self.model.mtp is not None:
             if not isinstance(self._draft, MTPDrafter):
                 self._draft = MTPDrafter(self.model, self.cache.max_length)
-            return self._draft, DraftLength(spec.draft_initial, 1, spec.draft_max)
+            return self._draft, self._draft_length("mtp", spec.draft_max, reproducible)
         if spec.ngram:
-            return (NgramDrafter(spec.min_ngram, spec.max_ngram),
-                    DraftLength(spec.draft_initial, 1, spec.ngram_max_draft))
+            drafter = NgramDrafter(spec.min_ngram, spec.max_ngram)
+            return drafter, self._draft_length("ngram", spec.ngram_max_draft, reproducible)
         return None, None
+
+    def _draft_length(self, kind: str, maximum: int, fresh: bool) -> DraftLength:
+        """One per kind of drafter, kept across requests (it learns the costs of this model here)."""
+        if fresh:
+            return DraftLength(self.speculation.draft_initial, 1, maximum, timed=False)
+        if kind not in self._draft_lengths:
+            self._draft_lengths[kind] = DraftLength(self.speculation.draft_initial, 1, maximum)
+        return self._draft_lengths[kind]
 

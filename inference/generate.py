@@ -123,12 +123,15 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
             break
         context = prompt_ids + result.token_ids
         room = config.max_new_tokens - len(result.token_ids) - 1
+        step_started = time.perf_counter()
         draft = drafter.propose(context, min(draft_length.current, room, most_drafts), config, generator) \
             if drafter is not None and room > 0 else Draft([])
+        drafted = time.perf_counter()
         base = cache.length
         observe = _hidden_observer(drafter, context + draft.tokens)
         logits = model.forward(torch.tensor([token] + draft.tokens, dtype=torch.long), cache,
                                last_only=not draft.tokens, on_hidden=observe)
+        draft_length.observe(len(draft.tokens), drafted - step_started, time.perf_counter() - drafted)
         if not draft.tokens:
             accepted, token = 0, choose_token(logits[-1], config, context, generator)
         elif config.greedy:

@@ -179,20 +179,62 @@ class MTPDrafter:
 
 
 class DraftLength:
-    """Draft length that adapts to acceptance: doubles after a fully accepted draft, halves when
-    less than half was accepted."""
+    """How many tokens to draft next: the length with the most expected tokens per second, from the
+    chance that a drafted token is accepted (over recent steps) and the measured costs of a step: a
+    pass of k + 1 rows verifies k drafts (on a CPU each row adds compute, so long drafts that are
+    mostly rejected cost more than they save) and drafting itself (free for n-grams, a step of the
+    draft model per token). The costs belong to the model and the machine: keep one across requests."""
 
-    def __init__(self, initial: int = 4, minimum: int = 1, maximum: int = 16):
-        self.minimum, self.maximum = minimum, maximum
+    # Until measured: each extra row costs this share of a one-row pass (memory-bound decoding).
+    PRIOR_ROW_SHARE = 0.1
+
+    def __init__(self, initial: int = 4, minimum: int = 1, maximum: int = 16, memory: float = 0.7,
+                 timed: bool = True):
+        self.minimum, self.maximum, self.memory = minimum, maximum, memory
+        self.timed = timed  # False: the prior costs stand, so the lengths depend on acceptance alone
         self.current = max(minimum, min(initial, maximum))
+        self.acceptance = 0.7  # chance that one drafted token is accepted
+        self.pass_s: float | None = None  # seconds of a one-row pass
+        self.row_s: float | None = None  # seconds each further row adds
+        self.draft_s = 0.0  # seconds of drafting per drafted token
+        self._one_row_seen = False
+
+    def observe(self, drafted: int, drafting_s: float, pass_s: float) -> None:
+        """One step: `drafted` tokens proposed in `drafting_s` seconds, then a pass of drafted + 1 rows."""
+        if not self.timed:
+            return
+        if drafted == 0:
+            self.pass_s = self._mix(self.pass_s if self._one_row_seen else None, pass_s)
+            self._one_row_seen = True
+        elif self._one_row_seen:
+            self.row_s = self._mix(self.row_s, max(0.0, pass_s - self.pass_s) / drafted)
+        else:  # no one-row pass yet: split this one by the prior share
+            self.pass_s = pass_s / (1 + self.PRIOR_ROW_SHARE * drafted)
+        if drafted:
+            self.draft_s = self._mix(self.draft_s, drafting_s / drafted)
+        self.current = self._best()
 
     def update(self, proposed: int, accepted: int) -> None:
+        """A draft of `proposed` tokens had its first `accepted` accepted."""
         if proposed == 0:
             return
-        if accepted == proposed:
-            self.current = min(self.maximum, self.current * 2)
-        elif 2 * accepted < proposed:
-            self.current = max(self.minimum, self.current // 2)
+        # A draft is a run of accepted tokens ended by one rejection, unless all were accepted.
+        rate = accepted / (accepted + (accepted < proposed))
+        self.acceptance = self._mix(self.acceptance, rate)
+        self.current = self._best()
+
+    def expected_tokens_per_s(self, k: int) -> float:
+        """Tokens a step with k drafts yields (the accepted ones and the target's own), per second."""
+        a = min(self.acceptance, 0.999)
+        pass_s = self.pass_s or 1.0
+        row_s = self.row_s if self.row_s is not None else self.PRIOR_ROW_SHARE * pass_s
+        return (1 - a ** (k + 1)) / (1 - a) / (pass_s + k * (row_s + self.draft_s))
+
+    def _best(self) -> int:
+        return max(range(self.minimum, self.maximum + 1), key=self.expected_tokens_per_s)
+
+    def _mix(self, old: float | None, new: float) -> float:
+        return new if old is None else self.memory * old + (1 - self.memory) * new
 
 
 def verify_greedy(logits: torch.Tensor, drafts: list[int]) -> tuple[int, int]:

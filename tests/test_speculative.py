@@ -24,16 +24,37 @@ def test_ngram_drafter_proposes_what_followed_the_latest_occurrence():
     assert drafter.propose([5, 6, 7], 4).tokens == []
 
 
-def test_draft_length_adapts_to_acceptance():
+def test_draft_length_follows_acceptance():
     length = DraftLength(initial=4, minimum=1, maximum=8)
-    length.update(4, 4)
-    assert length.current == 8
-    length.update(8, 8)
-    assert length.current == 8
-    length.update(8, 1)
-    assert length.current == 4
-    length.update(4, 2)
-    assert length.current == 4
+    for _ in range(6):
+        length.update(8, 8)
+    assert length.current == 8  # everything accepted: as long as allowed
+    for _ in range(6):
+        length.update(8, 0)
+    assert length.current == 1  # nothing accepted: as short as allowed
+
+
+def test_draft_length_weighs_the_cost_of_each_verified_row():
+    cheap, dear = DraftLength(maximum=16), DraftLength(maximum=16)
+    for length, extra_row_s in ((cheap, 0.05), (dear, 0.5)):
+        for _ in range(8):
+            length.observe(0, 0.0, 1.0)  # a one-row pass: 1 s
+            length.observe(4, 0.0, 1.0 + 4 * extra_row_s)  # a pass verifying 4 drafts
+            length.update(4, 3)
+    assert abs(dear.row_s - 0.5) < 1e-6 and abs(cheap.row_s - 0.05) < 1e-6
+    assert dear.current < cheap.current
+    # The chosen length is the best one by the model's own estimate.
+    assert all(dear.expected_tokens_per_s(dear.current) >= dear.expected_tokens_per_s(k) for k in range(1, 17))
+
+
+def test_draft_length_counts_drafting_time():
+    free, costly = DraftLength(maximum=16), DraftLength(maximum=16)
+    for length, drafting_s in ((free, 0.0), (costly, 0.4)):
+        for _ in range(8):
+            length.observe(0, 0.0, 1.0)
+            length.observe(4, 4 * drafting_s, 1.2)
+            length.update(4, 3)
+    assert costly.current < free.current
 
 
 def test_verify_greedy_accepts_the_matching_prefix_and_corrects():
