@@ -155,9 +155,9 @@ def test_model_on_native_kernels_follows_the_reference(native_ops, tiny_gguf, mo
     prefill = model.forward(torch.tensor(ids), model.new_cache(len(ids)))
     exact = reference.forward(torch.tensor(ids), reference.new_cache(len(ids)))
     # An expert sees a few of the tokens (the int8 path again); a CPU that multiplies bf16 in hardware
-    # takes bf16 tiles. Both round, which the random weights amplify as above.
+    # takes bf16 tiles and attends in bf16. All round, which the random weights amplify as above.
     if model.config.num_experts or model.lm_head.bf16_tiles:
-        assert _relative_errors(prefill, exact).max() < 0.3
+        assert _relative_errors(prefill, exact).max() < 0.4
     else:  # many tokens at once take the exact path
         torch.testing.assert_close(prefill, exact, rtol=1e-4, atol=1e-4)
 

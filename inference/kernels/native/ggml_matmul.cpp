@@ -666,21 +666,28 @@ size_t activation_bytes(int64_t qtype, int64_t k) {
   return k_quant(qtype) ? sizeof(Act256) * blocks : Act32Row::bytes(k);
 }
 
+// Activation rows one pass over a weight row serves (a speculative verification pass: up to 12 or so).
+constexpr int64_t kMaxRows = 8;
+
 // y[t * n + row] = <weight row `row`, activation row t> for rows [first, last) of one weight (rows `stride`
-// bytes apart) and all m activation rows, four activation rows per pass over a weight row.
+// bytes apart) and all m activation rows, up to kMaxRows activation rows per pass over a weight row.
 template <typename Dot>
 void dot_rows_of(Dot dot, const uint8_t* w, int64_t stride, int64_t first, int64_t last, int64_t m, float* y,
                  int64_t n) {
-  float out[4];
+  float out[kMaxRows];
   for (int64_t row = first; row < last; ++row) {
     const uint8_t* weight_row = w + row * stride;
-    for (int64_t t = 0; t < m; t += 4) {
-      const int64_t r = std::min<int64_t>(4, m - t);
+    for (int64_t t = 0; t < m; t += kMaxRows) {
+      const int64_t r = std::min<int64_t>(kMaxRows, m - t);
       switch (r) {
         case 1: dot(std::integral_constant<int, 1>{}, weight_row, t, out); break;
         case 2: dot(std::integral_constant<int, 2>{}, weight_row, t, out); break;
         case 3: dot(std::integral_constant<int, 3>{}, weight_row, t, out); break;
-        default: dot(std::integral_constant<int, 4>{}, weight_row, t, out); break;
+        case 4: dot(std::integral_constant<int, 4>{}, weight_row, t, out); break;
+        case 5: dot(std::integral_constant<int, 5>{}, weight_row, t, out); break;
+        case 6: dot(std::integral_constant<int, 6>{}, weight_row, t, out); break;
+        case 7: dot(std::integral_constant<int, 7>{}, weight_row, t, out); break;
+        default: dot(std::integral_constant<int, 8>{}, weight_row, t, out); break;
       }
       for (int64_t j = 0; j < r; ++j) y[(t + j) * n + row] = out[j];
     }
