@@ -2,8 +2,8 @@
 // layer: bias, per-head RMS norm (qwen3), rotary embedding, the cache write, and each token's
 // attention over the keys up to its own position, as decoding that token alone computes it.
 // Replaces some forty small tensor ops per layer whose dispatch cost more than their arithmetic.
-// Work is split over (token, kv head, chunk of key positions) with at::parallel_for; the chunks'
-// partial softmaxes are merged at the end.
+// Work is split over (kv head, chunk of key positions) with at::parallel_for, each chunk serving every
+// token; the chunks' partial softmaxes are merged at the end.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -198,70 +198,65 @@ at::Tensor few_token_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
     }
   }
 
-  // Tasks: (token, kv head, chunk); each holds partials for the kv head's `group` query heads.
-  struct Task {
-    int64_t token, kv_head, first, last;
-  };
-  std::vector<Task> tasks;
-  std::vector<int64_t> first_task(n + 1);
-  for (int64_t t = 0; t < n; ++t) {
-    first_task[t] = int64_t(tasks.size());
-    for (int64_t h = 0; h < kv_heads; ++h)
-      for (int64_t j = 0; j <= start + t; j += kChunk) tasks.push_back({t, h, j, std::min(j + kChunk, start + t + 1)});
-  }
-  first_task[n] = int64_t(tasks.size());
-  std::vector<Partial> partials(tasks.size() * group);
-  std::vector<float> sums(tasks.size() * group * d);
+  // Tasks: (kv head, chunk of positions); each serves every token that sees into its chunk (keys and
+  // values read from memory once), each token exactly as decoding it alone would (same chunks).
+  // Slot (t, h, c) holds token t's partials for kv head h's `group` query heads over chunk c.
+  const int64_t chunks = (start + n + kChunk - 1) / kChunk;
+  const auto slot = [&](int64_t t, int64_t h, int64_t c) { return (t * kv_heads + h) * chunks + c; };
+  std::vector<Partial> partials(n * kv_heads * chunks * group);
+  std::vector<float> sums(n * kv_heads * chunks * group * d);
 
-  at::parallel_for(0, int64_t(tasks.size()), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, kv_heads * chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(group * kChunk);
-    for (int64_t i = begin; i < end; ++i) {
-      const Task& task = tasks[i];
-      const int64_t length = task.last - task.first;
-      const float* query = queries.data() + (task.token * heads + task.kv_head * group) * d;
-      const float* key = key_store + (task.kv_head * capacity + task.first) * d;
-      const float* value = value_store + (task.kv_head * capacity + task.first) * d;
-      in_head_batches(group, [&](int64_t first, auto batch) {
-        head_scores<batch()>(query + first * d, key, value, length, d, float(scale), scores.data() + first * kChunk, kChunk);
-      });
-      for (int64_t g = 0; g < group; ++g) {
-        float* s = scores.data() + g * kChunk;
-        const float top = max_of(s, length);
-        float total = 0.f;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t h = task / chunks, c = task % chunks, first = c * kChunk;
+      const float* key = key_store + (h * capacity + first) * d;
+      const float* value = value_store + (h * capacity + first) * d;
+      for (int64_t t = std::max<int64_t>(0, first - start); t < n; ++t) {  // the tokens that see this chunk
+        const int64_t length = std::min(kChunk, start + t + 1 - first), i = slot(t, h, c);
+        const float* query = queries.data() + (t * heads + h * group) * d;
+        in_head_batches(group, [&](int64_t g0, auto batch) {
+          head_scores<batch()>(query + g0 * d, key, value, length, d, float(scale), scores.data() + g0 * kChunk,
+                               kChunk);
+        });
+        for (int64_t g = 0; g < group; ++g) {
+          float* s = scores.data() + g * kChunk;
+          const float top = max_of(s, length);
+          float total = 0.f;
 #pragma omp simd reduction(+ : total)
-        for (int64_t j = 0; j < length; ++j) {
-          s[j] = exp_nonpositive(s[j] - top);
-          total += s[j];
+          for (int64_t j = 0; j < length; ++j) {
+            s[j] = exp_nonpositive(s[j] - top);
+            total += s[j];
+          }
+          partials[i * group + g] = {top, total};
         }
-        partials[i * group + g] = {top, total};
+        in_head_batches(group, [&](int64_t g0, auto batch) {
+          head_values<batch()>(scores.data() + g0 * kChunk, kChunk, value, length, d,
+                               sums.data() + (i * group + g0) * d);
+        });
       }
-      in_head_batches(group, [&](int64_t first, auto batch) {
-        head_values<batch()>(scores.data() + first * kChunk, kChunk, value, length, d,
-                             sums.data() + (i * group + first) * d);
-      });
     }
   });
 
-  // Merge each query head's chunks.
+  // Merge each query head's chunks (token t sees chunks 0 .. (start + t) / kChunk).
   at::Tensor result = at::empty({n, heads * d}, q.options());
   float* y = result.data_ptr<float>();
   for (int64_t t = 0; t < n; ++t)
     for (int64_t h = 0; h < heads; ++h) {
-      const int64_t kv_head = h / group, g = h % group;
+      const int64_t kv_head = h / group, g = h % group, seen = (start + t) / kChunk + 1;
       float top = -INFINITY;
-      for (int64_t i = first_task[t]; i < first_task[t + 1]; ++i)
-        if (tasks[i].kv_head == kv_head) top = std::max(top, partials[i * group + g].max);
+      for (int64_t c = 0; c < seen; ++c) top = std::max(top, partials[slot(t, kv_head, c) * group + g].max);
       float total = 0.f;
       float* o = y + (t * heads + h) * d;
       std::fill(o, o + d, 0.f);
-      for (int64_t i = first_task[t]; i < first_task[t + 1]; ++i) {
-        if (tasks[i].kv_head != kv_head) continue;
-        const float weight = std::exp(partials[i * group + g].max - top);
-        total += weight * partials[i * group + g].sum;
-        const float* part = sums.data() + (i * group + g) * d;
-        for (int64_t c = 0; c < d; ++c) o[c] += weight * part[c];
+      for (int64_t c = 0; c < seen; ++c) {
+        const int64_t i = slot(t, kv_head, c) * group + g;
+        const float weight = std::exp(partials[i].max - top);
+        total += weight * partials[i].sum;
+        const float* part = sums.data() + i * d;
+        for (int64_t e = 0; e < d; ++e) o[e] += weight * part[e];
       }
-      for (int64_t c = 0; c < d; ++c) o[c] /= total;
+      for (int64_t e = 0; e < d; ++e) o[e] /= total;
     }
   return result;
 }

@@ -1,0 +1,94 @@
+"""The native layer ops (few-token attention, RMS norm, silu * up) against plain tensor code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inference.rope import RotaryEmbedding
+
+HEADS, KV_HEADS, HEAD_DIM, CAPACITY = 6, 2, 32, 640
+EPS = 1e-6
+
+
+def _inputs(tokens: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(tokens, h, HEAD_DIM, generator=g) for h in (HEADS, KV_HEADS, KV_HEADS))
+    biases = [torch.randn(h * HEAD_DIM, generator=g) for h in (HEADS, KV_HEADS, KV_HEADS)]
+    norms = [1 + 0.1 * torch.randn(HEAD_DIM, generator=g) for _ in range(2)]
+    return q, k, v, biases, norms
+
+
+def _cache(start: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    keys, values = torch.zeros(KV_HEADS, CAPACITY, HEAD_DIM), torch.zeros(KV_HEADS, CAPACITY, HEAD_DIM)
+    keys[:, :start], values[:, :start] = (torch.randn(KV_HEADS, start, HEAD_DIM, generator=g) for _ in range(2))
+    return keys, values
+
+
+def _native(ops, q, k, v, biases, norms, rope, keys, values, start):
+    cos, sin = rope.tables(start + q.shape[0])
+    return ops.few_token_attention(q, k, v, *biases, *norms, EPS, cos, sin, keys, values, start, HEAD_DIM**-0.5)
+
+
+def _rms(x, weight):
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS))
+
+
+def _reference(q, k, v, biases, norms, rope, keys, values, start):
+    """Bias, norm, rotation, cache write and causal attention in plain tensor code."""
+    n = q.shape[0]
+    q = _rms(q + biases[0].view(HEADS, HEAD_DIM), norms[0])
+    k = _rms(k + biases[1].view(KV_HEADS, HEAD_DIM), norms[1])
+    v = v + biases[2].view(KV_HEADS, HEAD_DIM)
+    q, k = rope(q.transpose(0, 1), start), rope(k.transpose(0, 1), start)
+    keys, values = keys.clone(), values.clone()
+    keys[:, start : start + n], values[:, start : start + n] = k, v.transpose(0, 1)
+    mask = torch.ones(n, start + n, dtype=torch.bool).tril(diagonal=start)
+    out = F.scaled_dot_product_attention(q[None], keys[None, :, : start + n], values[None, :, : start + n],
+                                         attn_mask=mask, enable_gqa=True)[0]
+    return out.transpose(0, 1).reshape(n, -1), keys, values
+
+
+@pytest.mark.parametrize("rotary", [HEAD_DIM, HEAD_DIM // 2])
+@pytest.mark.parametrize("start", [0, 250, 517])  # 250 + 12 tokens cross the native op's 256-key chunks
+def test_few_token_attention_matches_tensor_code(native_ops, start, rotary):
+    rope = RotaryEmbedding(HEAD_DIM, 10000.0, rotary)
+    q, k, v, biases, norms = _inputs(12)
+    keys, values = _cache(start)
+    expected, expected_keys, expected_values = _reference(q, k, v, biases, norms, rope, keys, values, start)
+    out = _native(native_ops, q, k, v, biases, norms, rope, keys, values, start)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(keys, expected_keys, rtol=1e-5, atol=1e-5)  # the cache was written in place
+    torch.testing.assert_close(values, expected_values, rtol=1e-5, atol=1e-5)
+
+
+def test_a_pass_of_tokens_computes_each_as_decoding_it_alone(native_ops):
+    """What makes speculative verification exact: a token's output does not depend on the pass it is in."""
+    rope = RotaryEmbedding(HEAD_DIM, 10000.0)
+    start, n = 250, 12
+    q, k, v, biases, norms = _inputs(n)
+    keys, values = _cache(start)
+    together = _native(native_ops, q, k, v, biases, norms, rope, keys.clone(), values.clone(), start)
+    alone = torch.cat([_native(native_ops, q[i : i + 1], k[i : i + 1], v[i : i + 1], biases, norms, rope, keys,
+                               values, start + i) for i in range(n)])
+    assert torch.equal(together, alone)
+
+
+def test_few_token_attention_rejects_bad_shapes(native_ops):
+    rope = RotaryEmbedding(HEAD_DIM, 10000.0)
+    q, k, v, biases, norms = _inputs(2)
+    keys, values = _cache(0)
+    with pytest.raises(RuntimeError, match="capacity"):
+        _native(native_ops, q, k, v, biases, norms, rope, keys, values, CAPACITY - 1)
+    with pytest.raises(RuntimeError, match="KVH dividing H"):
+        _native(native_ops, q[:, :5], k, v, [None, *biases[1:]], norms, rope, keys, values, 0)
+
+
+def test_rms_norm_and_silu_mul_match_tensor_code(native_ops):
+    g = torch.Generator().manual_seed(2)
+    x, weight = torch.randn(3, 5, 896, generator=g), torch.randn(896, generator=g)
+    torch.testing.assert_close(native_ops.rms_norm(x, weight, EPS), _rms(x, weight), rtol=1e-5, atol=1e-6)
+    gate, up = 8 * torch.randn(7, 4864, generator=g), torch.randn(7, 4864, generator=g)
+    torch.testing.assert_close(native_ops.silu_mul(gate, up), F.silu(gate) * up, rtol=1e-5, atol=1e-6)
