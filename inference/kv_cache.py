@@ -36,16 +36,16 @@ class KVCache:
         capacity = min(self.max_length, max(length, 2 * self._capacity, _GROWTH_STEP))
         capacity = min(self.max_length, -(-capacity // _GROWTH_STEP) * _GROWTH_STEP)
         shape = (self.num_kv_heads, capacity, self.head_dim)
-        grown_k, grown_v = [], []
-        for layer in range(self.num_layers):
-            k = torch.empty(shape, dtype=self.dtype)
-            v = torch.empty(shape, dtype=self.dtype)
-            if self._capacity:
-                k[:, : self.length] = self.keys[layer][:, : self.length]
-                v[:, : self.length] = self.values[layer][:, : self.length]
-            grown_k.append(k)
-            grown_v.append(v)
-        self.keys, self.values, self._capacity = grown_k, grown_v, capacity
+        if not self._capacity:
+            self.keys = [torch.empty(shape, dtype=self.dtype) for _ in range(self.num_layers)]
+            self.values = [torch.empty(shape, dtype=self.dtype) for _ in range(self.num_layers)]
+        else:  # layer by layer, each old tensor freed once copied: the peak is one layer over, not all
+            for stored in (self.keys, self.values):
+                for layer, old in enumerate(stored):
+                    stored[layer] = torch.empty(shape, dtype=self.dtype)
+                    stored[layer][:, : self.length] = old[:, : self.length]
+                    del old
+        self._capacity = capacity
 
     def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ([kv_heads, n, head_dim]) at positions [start, start+n); return all keys/values so far."""
