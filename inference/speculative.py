@@ -1,10 +1,11 @@
 """Exact speculative decoding: drafters propose tokens, the target model verifies them in one pass.
 
 Drafters: prompt lookup (n-grams of the prompt and the text so far), a small draft model that
-shares the tokenizer, and the model's own multi-token-prediction head (qwen3_next). Verification keeps the target's output unchanged: greedy accepts drafts that
-equal the target's argmax; sampling uses standard rejection sampling (accept with min(1, p/q),
-else sample from max(0, p - q) renormalised). KV of rejected drafts is dropped by truncation (a
-recurrent state is rebuilt at the cut, see `HybridCache`).
+shares the tokenizer, and the model's own multi-token-prediction head (qwen3_next). Verification
+keeps the target's output unchanged: greedy accepts drafts that equal the target's argmax; sampling
+uses standard rejection sampling (accept with min(1, p/q), else sample from max(0, p - q)
+renormalised). KV of rejected drafts is dropped by truncation (a recurrent state is rebuilt at the
+cut, see `HybridCache`). `DraftLength` picks how many tokens to draft from acceptance and costs.
 """
 
 from __future__ import annotations
