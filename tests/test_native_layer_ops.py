@@ -12,18 +12,18 @@ HEADS, KV_HEADS, HEAD_DIM, CAPACITY = 6, 2, 32, 640
 EPS = 1e-6
 
 
-def _inputs(tokens: int, seed: int = 0):
+def _inputs(tokens: int, seed: int = 0, heads: int = HEADS, kv_heads: int = KV_HEADS):
     g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(tokens, h, HEAD_DIM, generator=g) for h in (HEADS, KV_HEADS, KV_HEADS))
-    biases = [torch.randn(h * HEAD_DIM, generator=g) for h in (HEADS, KV_HEADS, KV_HEADS)]
+    q, k, v = (torch.randn(tokens, h, HEAD_DIM, generator=g) for h in (heads, kv_heads, kv_heads))
+    biases = [torch.randn(h * HEAD_DIM, generator=g) for h in (heads, kv_heads, kv_heads)]
     norms = [1 + 0.1 * torch.randn(HEAD_DIM, generator=g) for _ in range(2)]
     return q, k, v, biases, norms
 
 
-def _cache(start: int, seed: int = 1):
+def _cache(start: int, seed: int = 1, kv_heads: int = KV_HEADS):
     g = torch.Generator().manual_seed(seed)
-    keys, values = torch.zeros(KV_HEADS, CAPACITY, HEAD_DIM), torch.zeros(KV_HEADS, CAPACITY, HEAD_DIM)
-    keys[:, :start], values[:, :start] = (torch.randn(KV_HEADS, start, HEAD_DIM, generator=g) for _ in range(2))
+    keys, values = torch.zeros(kv_heads, CAPACITY, HEAD_DIM), torch.zeros(kv_heads, CAPACITY, HEAD_DIM)
+    keys[:, :start], values[:, :start] = (torch.randn(kv_heads, start, HEAD_DIM, generator=g) for _ in range(2))
     return keys, values
 
 
@@ -39,9 +39,9 @@ def _rms(x, weight):
 def _reference(q, k, v, biases, norms, rope, keys, values, start):
     """Bias, norm, rotation, cache write and causal attention in plain tensor code."""
     n = q.shape[0]
-    q = _rms(q + biases[0].view(HEADS, HEAD_DIM), norms[0])
-    k = _rms(k + biases[1].view(KV_HEADS, HEAD_DIM), norms[1])
-    v = v + biases[2].view(KV_HEADS, HEAD_DIM)
+    q = _rms(q + biases[0].view(q.shape[1:]), norms[0])
+    k = _rms(k + biases[1].view(k.shape[1:]), norms[1])
+    v = v + biases[2].view(v.shape[1:])
     q, k = rope(q.transpose(0, 1), start), rope(k.transpose(0, 1), start)
     keys, values = keys.clone(), values.clone()
     keys[:, start : start + n], values[:, start : start + n] = k, v.transpose(0, 1)
@@ -51,12 +51,13 @@ def _reference(q, k, v, biases, norms, rope, keys, values, start):
     return out.transpose(0, 1).reshape(n, -1), keys, values
 
 
+@pytest.mark.parametrize("heads, kv_heads", [(HEADS, KV_HEADS), (12, 1)])  # 12 query heads a kv head: 8 + 4
 @pytest.mark.parametrize("rotary", [HEAD_DIM, HEAD_DIM // 2])
 @pytest.mark.parametrize("start", [0, 250, 517])  # 250 + 12 tokens cross the native op's 256-key chunks
-def test_few_token_attention_matches_tensor_code(native_ops, start, rotary):
+def test_few_token_attention_matches_tensor_code(native_ops, start, rotary, heads, kv_heads):
     rope = RotaryEmbedding(HEAD_DIM, 10000.0, rotary)
-    q, k, v, biases, norms = _inputs(12)
-    keys, values = _cache(start)
+    q, k, v, biases, norms = _inputs(12, heads=heads, kv_heads=kv_heads)
+    keys, values = _cache(start, kv_heads=kv_heads)
     expected, expected_keys, expected_values = _reference(q, k, v, biases, norms, rope, keys, values, start)
     out = _native(native_ops, q, k, v, biases, norms, rope, keys, values, start)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
