@@ -155,21 +155,22 @@ class Engine:
         if spec.draft_model is not None:
             if not isinstance(self._draft, DraftModelDrafter) or self._draft.model is not spec.draft_model:
                 self._draft = DraftModelDrafter(spec.draft_model, self.cache.max_length)
-            return self._draft, self._draft_length("draft", spec.draft_max, reproducible)
+            return self._draft, self._draft_length("draft", 1, spec.draft_max, reproducible)
         if spec.mtp and self.model.mtp is not None:
             if not isinstance(self._draft, MTPDrafter):
                 self._draft = MTPDrafter(self.model, self.cache.max_length)
-            return self._draft, self._draft_length("mtp", spec.draft_max, reproducible)
+            return self._draft, self._draft_length("mtp", 1, spec.draft_max, reproducible)
         if spec.ngram:
             drafter = NgramDrafter(spec.min_ngram, spec.max_ngram)
-            return drafter, self._draft_length("ngram", spec.ngram_max_draft, reproducible)
+            # Free to draft, so free to stop: none while n-gram drafts keep failing (fresh code).
+            return drafter, self._draft_length("ngram", 0, spec.ngram_max_draft, reproducible)
         return None, None
 
-    def _draft_length(self, kind: str, maximum: int, fresh: bool) -> DraftLength:
+    def _draft_length(self, kind: str, minimum: int, maximum: int, fresh: bool) -> DraftLength:
         """One per kind of drafter, kept across requests (it learns the costs of this model here)."""
         if fresh:
-            return DraftLength(self.speculation.draft_initial, 1, maximum, timed=False)
+            return DraftLength(self.speculation.draft_initial, minimum, maximum, timed=False)
         if kind not in self._draft_lengths:
-            self._draft_lengths[kind] = DraftLength(self.speculation.draft_initial, 1, maximum)
+            self._draft_lengths[kind] = DraftLength(self.speculation.draft_initial, minimum, maximum)
         return self._draft_lengths[kind]
 

@@ -138,9 +138,9 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
             accepted, token = verify_greedy(logits, draft.tokens)
         else:
             accepted, token = verify_sampling(logits, draft, config, context, generator)
+        draft_length.update(len(draft.tokens), accepted)
         if draft.tokens:
             rewind(model, cache, context + draft.tokens, base + 1 + accepted, config.prefill_chunk, observe)
-            draft_length.update(len(draft.tokens), accepted)
             result.timings["verify_steps"] += 1
             result.timings["drafted_tokens"] += len(draft.tokens)
             result.timings["accepted_tokens"] += accepted

@@ -188,13 +188,17 @@ class DraftLength:
 
     # Until measured: each extra row costs this share of a one-row pass (memory-bound decoding).
     PRIOR_ROW_SHARE = 0.1
+    PRIOR_ACCEPTANCE = 0.7
+    # While drafting nothing (length 0), the acceptance estimate creeps back toward the prior by this
+    # share per step, so drafting is tried again now and then (the text may have turned repetitive).
+    RETRY_DRIFT = 0.05
 
     def __init__(self, initial: int = 4, minimum: int = 1, maximum: int = 16, memory: float = 0.7,
                  timed: bool = True):
         self.minimum, self.maximum, self.memory = minimum, maximum, memory
         self.timed = timed  # False: the prior costs stand, so the lengths depend on acceptance alone
         self.current = max(minimum, min(initial, maximum))
-        self.acceptance = 0.7  # chance that one drafted token is accepted
+        self.acceptance = self.PRIOR_ACCEPTANCE  # chance that one drafted token is accepted
         self.pass_s: float | None = None  # seconds of a one-row pass
         self.row_s: float | None = None  # seconds each further row adds
         self.draft_s = 0.0  # seconds of drafting per drafted token
@@ -216,8 +220,11 @@ class DraftLength:
         self.current = self._best()
 
     def update(self, proposed: int, accepted: int) -> None:
-        """A draft of `proposed` tokens had its first `accepted` accepted."""
+        """A draft of `proposed` tokens (maybe none) had its first `accepted` accepted."""
         if proposed == 0:
+            if self.current == 0:
+                self.acceptance += self.RETRY_DRIFT * (self.PRIOR_ACCEPTANCE - self.acceptance)
+                self.current = self._best()
             return
         # A draft is a run of accepted tokens ended by one rejection, unless all were accepted.
         rate = accepted / (accepted + (accepted < proposed))

@@ -34,6 +34,20 @@ def test_draft_length_follows_acceptance():
     assert length.current == 1  # nothing accepted: as short as allowed
 
 
+def test_draft_length_stops_drafting_while_drafts_fail_and_tries_again_later():
+    length = DraftLength(initial=4, minimum=0, maximum=8)
+    for _ in range(4):
+        length.observe(0, 0.0, 1.0)
+        length.observe(2, 0.0, 1.6)  # each row adds 0.3 of a pass (compute-bound)
+        length.update(2, 0)
+    assert length.current == 0
+    steps = 0
+    while length.current == 0 and steps < 1000:
+        length.update(0, 0)  # a step without drafts
+        steps += 1
+    assert 1 < steps < 1000 and length.current >= 1
+
+
 def test_draft_length_weighs_the_cost_of_each_verified_row():
     cheap, dear = DraftLength(maximum=16), DraftLength(maximum=16)
     for length, extra_row_s in ((cheap, 0.05), (dear, 0.5)):
