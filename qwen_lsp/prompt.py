@@ -23,8 +23,10 @@ from .context.languages import comment_prefix
 from .context.retrieval import Snippet
 
 WINDOW_SNAP_LINES = 16
-MAX_CHARS_PER_TOKEN = 8  # the prefix window starts on a multiple of this many lines
-SOURCE_ORDER = {"import": 0, "local": 0, "repo": 1, "sibling": 2, "recent": 3, "similar": 4}
+MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
+# files go from the least to the most relevant source: the model attends most to what is
+# closest to the current file, so the definitions the cursor uses come last
+SOURCE_ORDER = {"similar": 0, "recent": 1, "sibling": 2, "repo": 3, "import": 4, "local": 4}
 
 
 class Tokenizer(Protocol):
@@ -136,25 +138,25 @@ def _anchor_fits(lines: list[str], anchor: int, line: int, used: int, count_toke
 
 
 def group_snippets(snippets: list[Snippet]) -> list[tuple[str, list[Snippet]]]:
-    """Snippets grouped per file; files ordered by their most stable source, then path."""
+    """Snippets grouped per file; files ordered by their most relevant source (least
+    relevant first), then path."""
     by_path: dict[str, list[Snippet]] = {}
     for snippet in snippets:
         by_path.setdefault(snippet.path, []).append(snippet)
     ordered = sorted(by_path.items(),
-                     key=lambda item: (min(SOURCE_ORDER.get(s.source, 9) for s in item[1]), item[0]))
+                     key=lambda item: (max(SOURCE_ORDER.get(s.source, 0) for s in item[1]), item[0]))
     return [(path, sorted(group, key=lambda s: s.start_line)) for path, group in ordered]
 
 
-def _gap(path: str) -> str:
-    """The line that stands for left-out code."""
-    return "..." if path.endswith((".py", ".pyi")) else comment_prefix(path) + " ..."
-
-
-def _join_snippets(path: str, group: list[Snippet]) -> str:
+def _join_snippets(group: list[Snippet]) -> str:
+    """A file's snippets in file order: statements that follow each other (imports) stay
+    together, other pieces are set apart by a blank line. No "..." marks the gaps: the model
+    copies such marks into its completions."""
     parts = [group[0].text.rstrip("\n")] if group else []
     for before, snippet in zip(group, group[1:]):
-        if snippet.start_line > before.end_line:
-            parts.append(_gap(path))
+        if snippet.start_line > before.end_line and not (
+                snippet.source == before.source == "imports"):
+            parts.append("")
         parts.append(snippet.text.rstrip("\n"))
     return "\n".join(parts)
 
@@ -185,16 +187,16 @@ class PromptBuilder:
             ids.append(self.special[name])
             shown.append(name)
 
-        head_text = _join_snippets(rel_path, list(head)) + "\n" if head else ""
+        head_text = _join_snippets(list(head)) + "\n" if head else ""
         if head and head[-1].end_line < window.start_line:
-            head_text += _gap(rel_path) + "\n"  # lines left out before the window
+            head_text += "\n"  # lines left out before the window
         groups = group_snippets(list(snippets))
         if self.mode == "repo":
             control("<|repo_name|>")
             text(repo_name + "\n")
             for path, group in groups:
                 control("<|file_sep|>")
-                text(path + "\n" + _join_snippets(path, group) + "\n")
+                text(path + "\n" + _join_snippets(group) + "\n")
             control("<|file_sep|>")
             text(rel_path + "\n")
             control("<|fim_prefix|>")
@@ -206,7 +208,7 @@ class PromptBuilder:
         else:
             mark = comment_prefix(rel_path)
             commented = "".join(
-                f"{mark} Path: {path}\n" + "".join(f"{mark} {l}\n" for l in _join_snippets(path, group).split("\n"))
+                f"{mark} Path: {path}\n" + "".join(f"{mark} {l}\n" for l in _join_snippets(group).split("\n"))
                 for path, group in groups)
             if self.mode == "fim":
                 control("<|fim_prefix|>")

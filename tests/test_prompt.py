@@ -29,9 +29,10 @@ def test_repo_level_layout_with_real_paths():
     prompt = PromptBuilder(tok).build("pkg/main.py", "myrepo", window, snippets())
     assert prompt.mode == "repo"
     text = prompt.text
-    assert text.startswith("<|repo_name|>myrepo\n<|file_sep|>pkg/a.py\ndef compute(x):")
-    assert text.index("pkg/a.py") < text.index("pkg/b.py")  # most stable source first
-    assert "<|file_sep|>pkg/main.py\n<|fim_prefix|>" in text
+    assert text.startswith("<|repo_name|>myrepo\n<|file_sep|>pkg/b.py\ndef similar(): pass")
+    # the most relevant file (what the cursor uses) sits right before the current file
+    assert "<|file_sep|>pkg/a.py\ndef compute(x):\n    return x\n<|file_sep|>pkg/main.py\n" \
+           "<|fim_prefix|>" in text
     assert text.endswith("<|fim_middle|>")
     assert text.count("<|fim_suffix|>") == 1
     assert tok.decode(prompt.ids) == text
@@ -85,7 +86,8 @@ def test_plain_fim_and_prefix_only_models():
     window = local_window(DOC, CURSOR_LINE, 3, count(fim_only), Budgets())
     prompt = PromptBuilder(fim_only).build("pkg/main.py", "r", window, snippets())
     assert prompt.mode == "fim"
-    assert prompt.text.startswith("<|fim_prefix|># Path: pkg/a.py\n# def compute(x):")
+    assert prompt.text.startswith("<|fim_prefix|># Path: pkg/b.py\n# def similar(): pass\n"
+                                  "# Path: pkg/a.py\n# def compute(x):")
     assert prompt.text.endswith("<|fim_middle|>")
     bare = tokenizer(("<|endoftext|>",))
     prompt = PromptBuilder(bare).build("main.go", "r", window, snippets())
