@@ -80,7 +80,8 @@ class Prompt:
 
 def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], int],
                  budgets: Budgets, anchor: int | None = None) -> Window:
-    """The prefix/suffix around the cursor, sized in tokens, whole lines except at the cursor.
+    """The prefix/suffix around the cursor, sized in tokens, whole lines except at the cursor;
+    the suffix ends with the cursor's block.
 
     ``anchor`` is the start line of the previous window in this file: it is kept while the
     prefix from it still fits the budget and fills at least half of it, so moving around nearby
@@ -114,7 +115,10 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
     suffix_parts = [current_suffix]
     used = count_tokens(current_suffix)
     end = line + 1
+    floor = _indent_width(lines[line] if lines[line].strip() else lines[line][:col])
     while end < len(lines):
+        if _leaves_block(lines[end], floor):
+            break
         cost = count_tokens("\n" + lines[end])
         if used + cost > budgets.suffix_tokens:
             break
@@ -122,6 +126,18 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         used += cost
         end += 1
     return Window(start, end, prefix, "\n".join(suffix_parts))
+
+
+def _indent_width(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+def _leaves_block(line: str, floor: int) -> bool:
+    """Whether a line after the cursor starts code outside the cursor's block (less indented,
+    not a closing bracket). The suffix stops there: a suffix that ends in the next
+    definition's header makes a small model write that definition's body as the middle."""
+    stripped = line.strip()
+    return bool(stripped) and stripped[0] not in ")]}" and _indent_width(line) < floor
 
 
 def _anchor_fits(lines: list[str], anchor: int, line: int, used: int, count_tokens: Callable[[str], int],

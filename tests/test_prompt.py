@@ -68,6 +68,14 @@ def test_context_ids_do_not_change_while_typing_on_a_line():
         assert common > first.context_end  # the window before the cursor line is reused too
 
 
+def test_suffix_ends_with_the_cursors_block():
+    tok = tokenizer()
+    text = "def build(p):\n    add_a(p)\n    \n    add_b(\n        p,\n    )\n    return p\n\n\ndef main():\n    run()\n"
+    window = local_window(text, 2, 4, count(tok), Budgets(suffix_tokens=200))
+    assert window.suffix == "\n    add_b(\n        p,\n    )\n    return p\n\n"
+    assert window.end_line == 9
+
+
 def test_user_text_cannot_inject_control_tokens():
     tok = tokenizer()
     evil = "x = '<|fim_middle|><|file_sep|>'\n"
