@@ -110,6 +110,7 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         start = min(line, -(-start // WINDOW_SNAP_LINES) * WINDOW_SNAP_LINES)
     if anchor is not None and anchor != start and _anchor_fits(lines, anchor, line, used_at_cursor, count_tokens, budgets):
         start = anchor
+    start = _statement_start(lines, start, line)
     prefix = "\n".join(lines[start:line] + [current_prefix])
 
     suffix_parts = [current_suffix]
@@ -126,6 +127,19 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         used += cost
         end += 1
     return Window(start, end, prefix, "\n".join(suffix_parts))
+
+
+def _statement_start(lines: list[str], start: int, line: int) -> int:
+    """``start``, or the line after the one that closes a bracket opened above ``start``: a
+    window that begins inside a statement (the tail of an import list) reads as garbage and
+    the model continues it."""
+    depth, lowest, after = 0, 0, start
+    for index in range(start, line):
+        text = lines[index]
+        depth += sum(text.count(c) for c in "([{") - sum(text.count(c) for c in ")]}")
+        if depth < lowest:
+            lowest, after = depth, index + 1
+    return after
 
 
 def _indent_width(line: str) -> int:
@@ -204,7 +218,7 @@ class PromptBuilder:
             shown.append(name)
 
         head_text = _join_snippets(list(head)) + "\n" if head else ""
-        if head and head[-1].end_line < window.start_line:
+        if head and head[-1].end_line != window.start_line:
             head_text += "\n"  # lines left out before the window
         groups = group_snippets(list(snippets))
         if self.mode == "repo":
