@@ -8,8 +8,9 @@ Layout (repo-level)::
     <|file_sep|>path/of/current_file
     <|fim_prefix|>HEAD + PREFIX WINDOW<|fim_suffix|>SUFFIX WINDOW<|fim_middle|>
 
-Context goes first, most stable first, so the runtime's prefix cache keeps it between
-keystrokes; only the window around the cursor changes. User text (code, paths, the repo
+Context goes first, so the runtime's prefix cache keeps it between keystrokes (retrieval is
+reused while the window start stays); only the window around the cursor changes. Context
+files go from the least to the most relevant, the definitions the cursor uses last. User text (code, paths, the repo
 name) is encoded with ``parse_special=False`` and control tokens are spliced in as ids, so
 no text can inject a control token.
 """
