@@ -22,6 +22,7 @@ from typing import Callable, Protocol
 
 from .context.languages import comment_prefix
 from .context.retrieval import Snippet
+from .context.statements import statement_start
 
 WINDOW_SNAP_LINES = 16
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
@@ -111,7 +112,7 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         start = min(line, -(-start // WINDOW_SNAP_LINES) * WINDOW_SNAP_LINES)
     if anchor is not None and anchor != start and _anchor_fits(lines, anchor, line, used_at_cursor, count_tokens, budgets):
         start = anchor
-    start = _statement_start(lines, start, line)
+    start = statement_start(lines, start, line)
     prefix = "\n".join(lines[start:line] + [current_prefix])
 
     suffix_parts = [current_suffix]
@@ -128,19 +129,6 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         used += cost
         end += 1
     return Window(start, end, prefix, "\n".join(suffix_parts))
-
-
-def _statement_start(lines: list[str], start: int, line: int) -> int:
-    """``start``, or the line after the one that closes a bracket opened above ``start``: a
-    window that begins inside a statement (the tail of an import list) reads as garbage and
-    the model continues it."""
-    depth, lowest, after = 0, 0, start
-    for index in range(start, line):
-        text = lines[index]
-        depth += sum(text.count(c) for c in "([{") - sum(text.count(c) for c in ")]}")
-        if depth < lowest:
-            lowest, after = depth, index + 1
-    return after
 
 
 def _indent_width(line: str) -> int:

@@ -116,6 +116,15 @@ def test_sibling_recent_and_similar_sources(tmp_path):
     assert not any(path == "bank/service.py" for _, path in sources)
 
 
+def test_similar_chunks_do_not_start_inside_a_statement(tmp_path):
+    index = make(tmp_path)
+    call = "    rates = lookup(\n" + "        fees.monthly_fee(account.balance),\n" * 12 + "    )\n"
+    (index.root / "bank/rates.py").write_text("def rates():\n" + call + "    return rates\n")
+    index.index_all()
+    similar = [s for s in retrieve(index, 2000).snippets if s.path == "bank/rates.py"]
+    assert similar and all(not s.text.startswith("        fees.") for s in similar)
+
+
 def test_snippets_in_the_window_are_not_repeated(tmp_path):
     index = make(tmp_path)
     retriever = ContextRetriever(index, count)

@@ -19,6 +19,7 @@ from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
+from .statements import statement_start
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
 from .workspace_index import WorkspaceIndex
 
@@ -281,9 +282,12 @@ class ContextRetriever:
             text = self.index.text(chunk.path)
             if text is None:
                 continue
-            body = "\n".join(text.split("\n")[chunk.start_line:chunk.end_line])
-            found.append(Snippet(chunk.path, chunk.start_line, chunk.end_line, body, "similar",
-                                 SOURCE_WEIGHT["similar"] * score / top))
+            file_lines = text.split("\n")
+            start = statement_start(file_lines, chunk.start_line, chunk.end_line)
+            body = "\n".join(file_lines[start:chunk.end_line])
+            if body.strip():
+                found.append(Snippet(chunk.path, start, chunk.end_line, body, "similar",
+                                     SOURCE_WEIGHT["similar"] * score / top))
         return found
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
