@@ -146,6 +146,10 @@ class CompletionPipeline:
         timings["total_ms"] = (time.perf_counter() - started_all) * 1000
         return Suggestion(text_out, result.text, prompt, multiline, timings, prompt.snippets, result)
 
+    def forget_context(self) -> None:
+        """Retrieve afresh on the next request (the eval's cursors are unrelated edits)."""
+        self._last_context = None
+
     def _context(self, rel: str, text: str, lines: list[str], line: int, col: int,
                  window: Window) -> RetrievalResult:
         """Retrieval, reused while the window keeps its start and the file above it is unchanged:

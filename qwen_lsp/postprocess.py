@@ -18,6 +18,7 @@ FENCE_RE = re.compile(r"^\s*```")
 OPENERS, CLOSERS = "([{", ")]}"
 PAIRS = dict(zip(CLOSERS, OPENERS))
 MAX_LINES = 16
+MIN_REPEATED_CHARS = 10  # a completion line equal to a line below this long is a repeat
 _BLOCK_OPENER_RE = re.compile(r"(:|\{|\(|\[|=>|->|\bdo|\bthen)\s*$")
 _CLOSING_ONLY_RE = re.compile(r"^[\s)\]}>;,'\"`]*$")
 _SINGLE_LINE_NODES = ("string", "comment", "template_string", "char_literal", "raw_string")
@@ -161,11 +162,17 @@ def _suffix_closes(ctx: CursorContext, closer_line: str) -> bool:
 
 
 def cut_suffix_repeat(lines: list[str], ctx: CursorContext) -> list[str]:
-    """Stop where the completion starts re-typing what already follows the cursor."""
-    following = [l.strip() for l in ctx.suffix.split("\n")[1:] if l.strip()][:3]
+    """Stop where the completion starts re-typing what already follows the cursor: the next
+    lines, or a longer statement of the code below (``return parser`` once more at the end)."""
+    below = [l.strip() for l in ctx.suffix.split("\n")[1:] if l.strip()]
+    following = below[:3]
+    known = {l for l in below if len(l) >= MIN_REPEATED_CHARS}
     rest = ctx.line_suffix.strip()
     for i, line in enumerate(lines):
         stripped = line.strip()
+        if i > 0 and stripped in known and sum(_depth(l) for l in lines[:i]) == 0:
+            lines = lines[:i]
+            break
         if i > 0 and following and stripped and stripped == following[0] and (
                 len(stripped) > 3 or len(following) == 1 or
                 [l.strip() for l in lines[i + 1:i + 2]] == following[1:2]):

@@ -8,8 +8,9 @@ Layout (repo-level)::
     <|file_sep|>path/of/current_file
     <|fim_prefix|>HEAD + PREFIX WINDOW<|fim_suffix|>SUFFIX WINDOW<|fim_middle|>
 
-Context goes first, most stable first, so the runtime's prefix cache keeps it between
-keystrokes; only the window around the cursor changes. User text (code, paths, the repo
+Context goes first, so the runtime's prefix cache keeps it between keystrokes (retrieval is
+reused while the window start stays); only the window around the cursor changes. Context
+files go from the least to the most relevant, the definitions the cursor uses last. User text (code, paths, the repo
 name) is encoded with ``parse_special=False`` and control tokens are spliced in as ids, so
 no text can inject a control token.
 """
@@ -21,10 +22,13 @@ from typing import Callable, Protocol
 
 from .context.languages import comment_prefix
 from .context.retrieval import Snippet
+from .context.statements import statement_start
 
 WINDOW_SNAP_LINES = 16
-MAX_CHARS_PER_TOKEN = 8  # the prefix window starts on a multiple of this many lines
-SOURCE_ORDER = {"import": 0, "local": 0, "repo": 1, "sibling": 2, "recent": 3, "similar": 4}
+MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
+# files go from the least to the most relevant source: the model attends most to what is
+# closest to the current file, so the definitions the cursor uses come last
+SOURCE_ORDER = {"similar": 0, "recent": 1, "sibling": 2, "repo": 3, "import": 4, "local": 4}
 
 
 class Tokenizer(Protocol):
@@ -37,9 +41,11 @@ class Tokenizer(Protocol):
 class Budgets:
     """Token budgets: the local window (prefix, suffix) and the repo context.
 
-    The defaults are the CPU profile the dev-set eval was run with: everything after the
-    cursor is re-evaluated per keystroke, so the suffix stays at the rest of the line plus a
-    few lines. The GPU profile is larger and not yet tuned by the eval.
+    The defaults are the CPU profile, picked by the dev-set eval: everything after the
+    cursor is re-evaluated per keystroke, so the suffix stays at the rest of the block, 48
+    tokens at most; of the split between window and context, 384/512 beat 256/640 (the
+    local window matters more to the 0.5B than more context). The GPU profile is larger and
+    not yet tuned by the eval.
     """
 
     prefix_tokens: int = 384
@@ -78,7 +84,8 @@ class Prompt:
 
 def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], int],
                  budgets: Budgets, anchor: int | None = None) -> Window:
-    """The prefix/suffix around the cursor, sized in tokens, whole lines except at the cursor.
+    """The prefix/suffix around the cursor, sized in tokens, whole lines except at the cursor;
+    the suffix ends with the cursor's block.
 
     ``anchor`` is the start line of the previous window in this file: it is kept while the
     prefix from it still fits the budget and fills at least half of it, so moving around nearby
@@ -107,12 +114,16 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         start = min(line, -(-start // WINDOW_SNAP_LINES) * WINDOW_SNAP_LINES)
     if anchor is not None and anchor != start and _anchor_fits(lines, anchor, line, used_at_cursor, count_tokens, budgets):
         start = anchor
+    start = statement_start(lines, start, line)
     prefix = "\n".join(lines[start:line] + [current_prefix])
 
     suffix_parts = [current_suffix]
     used = count_tokens(current_suffix)
     end = line + 1
+    floor = _indent_width(lines[line] if lines[line].strip() else lines[line][:col])
     while end < len(lines):
+        if _leaves_block(lines[end], floor):
+            break
         cost = count_tokens("\n" + lines[end])
         if used + cost > budgets.suffix_tokens:
             break
@@ -120,6 +131,18 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         used += cost
         end += 1
     return Window(start, end, prefix, "\n".join(suffix_parts))
+
+
+def _indent_width(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+def _leaves_block(line: str, floor: int) -> bool:
+    """Whether a line after the cursor starts code outside the cursor's block (less indented,
+    not a closing bracket). The suffix stops there: a suffix that ends in the next
+    definition's header makes a small model write that definition's body as the middle."""
+    stripped = line.strip()
+    return bool(stripped) and stripped[0] not in ")]}" and _indent_width(line) < floor
 
 
 def _anchor_fits(lines: list[str], anchor: int, line: int, used: int, count_tokens: Callable[[str], int],
@@ -136,25 +159,25 @@ def _anchor_fits(lines: list[str], anchor: int, line: int, used: int, count_toke
 
 
 def group_snippets(snippets: list[Snippet]) -> list[tuple[str, list[Snippet]]]:
-    """Snippets grouped per file; files ordered by their most stable source, then path."""
+    """Snippets grouped per file; files ordered by their most relevant source (least
+    relevant first), then path."""
     by_path: dict[str, list[Snippet]] = {}
     for snippet in snippets:
         by_path.setdefault(snippet.path, []).append(snippet)
     ordered = sorted(by_path.items(),
-                     key=lambda item: (min(SOURCE_ORDER.get(s.source, 9) for s in item[1]), item[0]))
+                     key=lambda item: (max(SOURCE_ORDER.get(s.source, 0) for s in item[1]), item[0]))
     return [(path, sorted(group, key=lambda s: s.start_line)) for path, group in ordered]
 
 
-def _gap(path: str) -> str:
-    """The line that stands for left-out code."""
-    return "..." if path.endswith((".py", ".pyi")) else comment_prefix(path) + " ..."
-
-
-def _join_snippets(path: str, group: list[Snippet]) -> str:
+def _join_snippets(group: list[Snippet]) -> str:
+    """A file's snippets in file order: statements that follow each other (imports) stay
+    together, other pieces are set apart by a blank line. No "..." marks the gaps: the model
+    copies such marks into its completions."""
     parts = [group[0].text.rstrip("\n")] if group else []
     for before, snippet in zip(group, group[1:]):
-        if snippet.start_line > before.end_line:
-            parts.append(_gap(path))
+        if snippet.start_line > before.end_line and not (
+                snippet.source == before.source == "imports"):
+            parts.append("")
         parts.append(snippet.text.rstrip("\n"))
     return "\n".join(parts)
 
@@ -185,16 +208,16 @@ class PromptBuilder:
             ids.append(self.special[name])
             shown.append(name)
 
-        head_text = _join_snippets(rel_path, list(head)) + "\n" if head else ""
-        if head and head[-1].end_line < window.start_line:
-            head_text += _gap(rel_path) + "\n"  # lines left out before the window
+        head_text = _join_snippets(list(head)) + "\n" if head else ""
+        if head and head[-1].end_line != window.start_line:
+            head_text += "\n"  # lines left out before the window
         groups = group_snippets(list(snippets))
         if self.mode == "repo":
             control("<|repo_name|>")
             text(repo_name + "\n")
             for path, group in groups:
                 control("<|file_sep|>")
-                text(path + "\n" + _join_snippets(path, group) + "\n")
+                text(path + "\n" + _join_snippets(group) + "\n")
             control("<|file_sep|>")
             text(rel_path + "\n")
             control("<|fim_prefix|>")
@@ -206,7 +229,7 @@ class PromptBuilder:
         else:
             mark = comment_prefix(rel_path)
             commented = "".join(
-                f"{mark} Path: {path}\n" + "".join(f"{mark} {l}\n" for l in _join_snippets(path, group).split("\n"))
+                f"{mark} Path: {path}\n" + "".join(f"{mark} {l}\n" for l in _join_snippets(group).split("\n"))
                 for path, group in groups)
             if self.mode == "fim":
                 control("<|fim_prefix|>")

@@ -70,11 +70,31 @@ def test_imported_names_resolve_to_their_definitions(tmp_path):
     account = by_path[("bank/models.py", "import")]
     assert account.text.startswith("class Account:")
     assert '"""A bank account with a balance."""' in account.text
-    assert "def deposit(self, amount: int) -> int:" in account.text  # outline of members
+    assert "def deposit(self, amount: int) -> int: ..." in account.text  # members as stubs
+    assert "        self.owner = owner" in account.text  # __init__ keeps what it sets
     assert "self.balance -= amount" not in account.text  # long bodies are not inlined
+    assert "Add money" not in account.text and "..." not in account.text.split("\n")[1]
     fee = by_path[("bank/fees.py", "import")]
     assert fee.text == FEES.rstrip("\n")  # short definitions come whole
     assert result.snippets[0].source == "import"
+
+
+def test_a_definition_too_long_for_its_room_is_cut_not_dropped(tmp_path):
+    result = retrieve(make(tmp_path), budget=110)
+    account = next(s for s in result.snippets if s.path == "bank/models.py")
+    assert account.text.startswith("class Account:\n")
+    assert "extra_9" not in account.text  # the tail did not fit
+    assert account.tokens <= 110 // 2
+
+
+def test_far_imports_are_candidates_too(tmp_path):
+    index = make(tmp_path)
+    text = SERVICE.replace("    account = Account(owner)\n", "\n" * 40 + "    account = None\n")
+    retriever = ContextRetriever(index, count)
+    lines = text.split("\n")
+    result = retriever.retrieve("bank/service.py", text, len(lines) - 1, len(lines[-1]),
+                                (30, len(lines)), 400)
+    assert any(s.path == "bank/models.py" for s in result.snippets)  # Account: 40 lines up
 
 
 def test_budget_is_respected_and_counted(tmp_path):
@@ -94,6 +114,15 @@ def test_sibling_recent_and_similar_sources(tmp_path):
     assert ("sibling", "tests/test_service.py") in sources
     assert ("recent", "bank/unrelated.py") in sources
     assert not any(path == "bank/service.py" for _, path in sources)
+
+
+def test_similar_chunks_do_not_start_inside_a_statement(tmp_path):
+    index = make(tmp_path)
+    call = "    rates = lookup(\n" + "        fees.monthly_fee(account.balance),\n" * 12 + "    )\n"
+    (index.root / "bank/rates.py").write_text("def rates():\n" + call + "    return rates\n")
+    index.index_all()
+    similar = [s for s in retrieve(index, 2000).snippets if s.path == "bank/rates.py"]
+    assert similar and all(not s.text.startswith("        fees.") for s in similar)
 
 
 def test_snippets_in_the_window_are_not_repeated(tmp_path):

@@ -1,11 +1,14 @@
 """Eval: metrics, case generation from a project, masking, and the runner end to end."""
 
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 from context_fakes import FakeModel, ensure_generation_config
 
 from qwen_lsp.eval.cases import Case, load_cases, masked_document, resolve_workspace
+from qwen_lsp.eval.make_cases import candidates
 from qwen_lsp.eval.make_cases import main as make_cases_main
 from qwen_lsp.eval.metrics import edit_similarity, levenshtein, score, summarize
 from qwen_lsp.eval.runner import run_cases
@@ -63,6 +66,25 @@ def test_make_cases_and_masking(tmp_path):
     with pytest.raises(ValueError):
         masked_document(stale, (root / "shop/cart.py").read_text())
     assert json.loads(cases[0].to_json())["file"] == "shop/cart.py"
+
+
+def test_docstrings_are_not_line_cases():
+    text = ("from shop.prices import net_price\n\n\ndef f(x):\n"
+            "    \"\"\"Calls net_price.\"\"\"\n    return net_price(x, 0.2)\n")
+    lines = [middle for _, _, middle in candidates(text, {"net_price"})["line"]]
+    assert lines == ["return net_price(x, 0.2)"]
+
+
+def test_git_workspaces_are_commits_of_this_repository(tmp_path, monkeypatch):
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    root = resolve_workspace("git:" + head.stdout.strip())
+    assert root.name == "qwen-lsp" and (root / "qwen_lsp/eval/cases.py").is_file()
+    assert resolve_workspace("git:" + head.stdout.strip()) == root  # extracted once
 
 
 def test_runner_scores_the_full_pipeline_and_hides_the_answer(tmp_path, monkeypatch):

@@ -29,9 +29,10 @@ def test_repo_level_layout_with_real_paths():
     prompt = PromptBuilder(tok).build("pkg/main.py", "myrepo", window, snippets())
     assert prompt.mode == "repo"
     text = prompt.text
-    assert text.startswith("<|repo_name|>myrepo\n<|file_sep|>pkg/a.py\ndef compute(x):")
-    assert text.index("pkg/a.py") < text.index("pkg/b.py")  # most stable source first
-    assert "<|file_sep|>pkg/main.py\n<|fim_prefix|>" in text
+    assert text.startswith("<|repo_name|>myrepo\n<|file_sep|>pkg/b.py\ndef similar(): pass")
+    # the most relevant file (what the cursor uses) sits right before the current file
+    assert "<|file_sep|>pkg/a.py\ndef compute(x):\n    return x\n<|file_sep|>pkg/main.py\n" \
+           "<|fim_prefix|>" in text
     assert text.endswith("<|fim_middle|>")
     assert text.count("<|fim_suffix|>") == 1
     assert tok.decode(prompt.ids) == text
@@ -67,6 +68,28 @@ def test_context_ids_do_not_change_while_typing_on_a_line():
         assert common > first.context_end  # the window before the cursor line is reused too
 
 
+def test_suffix_ends_with_the_cursors_block():
+    tok = tokenizer()
+    text = "def build(p):\n    add_a(p)\n    \n    add_b(\n        p,\n    )\n    return p\n\n\ndef main():\n    run()\n"
+    window = local_window(text, 2, 4, count(tok), Budgets(suffix_tokens=200))
+    assert window.suffix == "\n    add_b(\n        p,\n    )\n    return p\n\n"
+    assert window.end_line == 9
+
+
+def test_window_does_not_start_inside_a_statement():
+    tok = tokenizer()
+    text = "from x import (\n" + "".join(f"    name_{i},\n" for i in range(40)) + ")\n" + \
+        "\n".join(f"v_{i} = {i}" for i in range(10)) + "\nresult = "
+    lines = text.split("\n")
+    starts = set()
+    for budget in range(40, 400, 20):
+        window = local_window(text, len(lines) - 1, len("result = "), count(tok),
+                              Budgets(prefix_tokens=budget))
+        assert not window.prefix.startswith(("    name_", ")"))  # not inside the import
+        starts.add(window.start_line)
+    assert lines.index("v_0 = 0") in starts  # moved past the import's closing line
+
+
 def test_user_text_cannot_inject_control_tokens():
     tok = tokenizer()
     evil = "x = '<|fim_middle|><|file_sep|>'\n"
@@ -85,7 +108,8 @@ def test_plain_fim_and_prefix_only_models():
     window = local_window(DOC, CURSOR_LINE, 3, count(fim_only), Budgets())
     prompt = PromptBuilder(fim_only).build("pkg/main.py", "r", window, snippets())
     assert prompt.mode == "fim"
-    assert prompt.text.startswith("<|fim_prefix|># Path: pkg/a.py\n# def compute(x):")
+    assert prompt.text.startswith("<|fim_prefix|># Path: pkg/b.py\n# def similar(): pass\n"
+                                  "# Path: pkg/a.py\n# def compute(x):")
     assert prompt.text.endswith("<|fim_middle|>")
     bare = tokenizer(("<|endoftext|>",))
     prompt = PromptBuilder(bare).build("main.go", "r", window, snippets())

@@ -19,14 +19,21 @@ from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .symbols import IDENT_RE, Definition, FileSymbols, extract_symbols, short_doc
+from .statements import statement_start
+from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
 from .workspace_index import WorkspaceIndex
 
 NEAR_LINES_BEFORE = 30
 NEAR_LINES_AFTER = 5
+FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used near the cursor
 MAX_OUTLINE_MEMBERS = 24
 CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
+DEFINITION_SOURCES = ("import", "local", "repo")  # cut to fit rather than left out
+MIN_CUT_TOKENS = 48  # a definition cut shorter than this says too little
+SHORT_MEMBER_LINES = 3  # members this short keep their text in a class outline
+_SELF_ASSIGN_RE = re.compile(r"\s*self\.[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?=[^=]")
+_FIELD_RE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?(=[^=]|$)")
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
 self cls this super function const let var return if else elif for while class struct impl fn
@@ -51,7 +58,7 @@ class Snippet:
     start_line: int
     end_line: int  # exclusive
     text: str
-    source: str  # import | local | repo | sibling | recent | similar | outline
+    source: str  # import | local | repo | sibling | recent | similar | outline | imports
     score: float
     tokens: int = 0
 
@@ -126,7 +133,7 @@ class ContextRetriever:
         module_bindings: dict[str, str] = {}  # local name -> module file
         for imp in symbols.imports:
             for local, original in imp.bindings.items():
-                if local in ("*",) or local not in weights:
+                if local == "*":
                     continue
                 if original in ("", "default"):
                     target = self.index.resolve_module(imp.module, rel_path, imp.level)
@@ -158,7 +165,10 @@ class ContextRetriever:
                       if d.parent is None and d.start_line < len(lines)
                       and not lines[d.start_line][:1].isspace()}
         defined_here = {d.name for d in symbols.definitions}
-        for name, weight in weights.most_common(40):
+        ranked = Counter({name: FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
+        ranked.update({name: weight for name, weight in weights.items()
+                       if weight > ranked[name]})
+        for name, weight in ranked.most_common():
             if name in bindings:
                 path, original = bindings[name]
                 for definition in self._defs_in(path, original):
@@ -199,32 +209,37 @@ class ContextRetriever:
         return Snippet(path, start, end, body, source, SOURCE_WEIGHT[source] * weight)
 
     def _outline(self, path: str, definition: Definition, lines: list[str]) -> str:
+        """Header, first docstring line, then (for classes) fields and members as stubs:
+        ``__init__`` keeps its attribute assignments, short members their text."""
+        python = path.endswith((".py", ".pyi"))
         indent = _indent(lines[definition.start_line]) if definition.start_line < len(lines) else ""
-        inner = indent + ("    " if path.endswith(".py") else "  ")
-        ellipsis = "..." if path.endswith((".py", ".pyi")) else comment_prefix(path) + " ..."
-        parts = [indent + definition.signature.strip() + (":" if path.endswith(".py") and
-                                                          not definition.signature.rstrip().endswith(":") else "")]
-        if definition.doc:
-            parts.append(inner + short_doc(definition.doc))
+        inner = indent + ("    " if python else "  ")
+        header = indent + definition.signature.strip()
+        parts = [header + (":" if python and not header.endswith(":") else "")]
+        doc = _doc_line(definition.doc) if python else short_doc(definition.doc)
+        if doc:
+            parts.append(inner + doc)
         file_symbols = self.index.symbols(path)
         members = [d for d in (file_symbols.definitions if file_symbols else [])
                    if definition.kind in CONTAINER_KINDS and d.parent == definition.name
                    and definition.start_line < d.start_line <= definition.end_line]
+        if python and members:
+            parts += _fields(lines, definition, members, inner)
         for member in members[:MAX_OUTLINE_MEMBERS]:
-            member_indent = _indent(lines[member.start_line]) if member.start_line < len(lines) else inner
-            if member.body and member.end_line - member.start_line < 4:
-                parts.append("\n".join(lines[member.start_line:member.end_line + 1]))
-                continue
-            signature = member_indent + member.signature.strip()
-            if path.endswith(".py"):
-                doc = short_doc(member.doc, max_lines=1)
-                tail = member_indent + "    " + doc if doc else ""
-                parts.append(signature + (":" if not signature.endswith(":") else "")
-                             + ("\n" + tail if tail else "") + "\n" + member_indent + "    ...")
+            member_lines = lines[member.start_line:member.end_line + 1]
+            if not python:
+                parts.append(_indent(member_lines[0]) + member.signature.strip())
+            elif member.body and len(member_lines) <= SHORT_MEMBER_LINES:
+                parts.append("\n".join(member_lines))
+            elif member.name == "__init__":
+                parts.append(_indent(member_lines[0]) + member.signature.strip())
+                parts += [l for l in member_lines[1:]
+                          if _SELF_ASSIGN_RE.match(l) and _depth(l) == 0][:12] or \
+                    [_indent(member_lines[0]) + "    ..."]
             else:
-                parts.append(signature)
+                parts.append(_indent(member_lines[0]) + member.signature.strip() + " ...")
         if not members:
-            parts.append(inner + ellipsis)
+            parts.append(inner + ("..." if python else comment_prefix(path) + " ..."))
         return "\n".join(parts)
 
     def _sibling(self, rel_path: str) -> list[Snippet]:
@@ -267,9 +282,12 @@ class ContextRetriever:
             text = self.index.text(chunk.path)
             if text is None:
                 continue
-            body = "\n".join(text.split("\n")[chunk.start_line:chunk.end_line])
-            found.append(Snippet(chunk.path, chunk.start_line, chunk.end_line, body, "similar",
-                                 SOURCE_WEIGHT["similar"] * score / top))
+            file_lines = text.split("\n")
+            start = statement_start(file_lines, chunk.start_line, chunk.end_line)
+            body = "\n".join(file_lines[start:chunk.end_line])
+            if body.strip():
+                found.append(Snippet(chunk.path, start, chunk.end_line, body, "similar",
+                                     SOURCE_WEIGHT["similar"] * score / top))
         return found
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
@@ -290,6 +308,8 @@ class ContextRetriever:
                                 body, "outline", 1.0))
         starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
                          and any(name in weights for name in imp.bindings)})
+        starts += sorted({imp.line for imp in symbols.imports if imp.line < window[0]
+                          and imp.line not in starts and self._is_project_import(imp, rel_path)})
         for start in starts:
             end, depth = start, 0
             while end < min(window[0], len(lines)):
@@ -297,8 +317,11 @@ class ContextRetriever:
                 end += 1
                 if depth <= 0:
                     break
-            head.append(Snippet(rel_path, start, end, "\n".join(lines[start:end]), "outline", 1.0))
+            head.append(Snippet(rel_path, start, end, "\n".join(lines[start:end]), "imports", 1.0))
         return head
+
+    def _is_project_import(self, imp: Import, rel_path: str) -> bool:
+        return self.index.resolve_module(imp.module, rel_path, imp.level) is not None
 
     # --- budget ----------------------------------------------------------------------------
 
@@ -310,19 +333,43 @@ class ContextRetriever:
         for snippet in order:
             if budget - used < 8:
                 break
-            if _mostly_in(snippet.text, window_lines) and snippet.source != "outline":
+            if _mostly_in(snippet.text, window_lines) and snippet.source not in ("outline", "imports"):
                 continue
             if any(c.path == snippet.path and c.start_line < snippet.end_line
                    and snippet.start_line < c.end_line for c in chosen):
                 continue
-            if len(snippet.text) > MAX_CHARS_PER_TOKEN * (budget - used):
+            if snippet.source not in DEFINITION_SOURCES and \
+                    len(snippet.text) > MAX_CHARS_PER_TOKEN * (budget - used):
                 continue  # cannot fit: skip without tokenizing
-            snippet.tokens = self.count_tokens(snippet.text) + self.count_tokens(snippet.path) + 2
-            if used + snippet.tokens > budget:
-                continue
+            path_tokens = self.count_tokens(snippet.path) + 2
+            snippet.tokens = self.count_tokens(snippet.text) + path_tokens
+            room = min(budget - used, max(MIN_CUT_TOKENS, budget // 2))  # one of several
+            if snippet.tokens > room:
+                if snippet.source not in DEFINITION_SOURCES or room < MIN_CUT_TOKENS:
+                    continue
+                snippet = self._cut(snippet, room - path_tokens)
+                if snippet is None:
+                    continue
+                snippet.tokens += path_tokens
             chosen.append(snippet)
             used += snippet.tokens
         return chosen
+
+    def _cut(self, snippet: Snippet, budget: int) -> Snippet | None:
+        """The definition's first lines that fit (its header, doc and first members), or None."""
+        lines = snippet.text.split("\n")
+        low, high = 0, len(lines)  # the most lines known to fit, the fewest known not to
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.count_tokens("\n".join(lines[:middle])) <= budget:
+                low = middle
+            else:
+                high = middle
+        if low < 2:
+            return None
+        text = "\n".join(lines[:low])
+        return Snippet(snippet.path, snippet.start_line, snippet.end_line, text, snippet.source,
+                       snippet.score, self.count_tokens(text))
 
 
 def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, set[str]]]:
@@ -351,6 +398,28 @@ def _mostly_in(text: str, window_lines: set[str]) -> bool:
     if not lines:
         return True
     return sum(l in window_lines for l in lines) >= 0.8 * len(lines)
+
+
+def _doc_line(doc: str) -> str:
+    """A docstring's first line of text, as a one-line docstring; "" if none."""
+    body = doc.strip().lstrip("rbuRBUf")
+    quote = body[:3] if body[:3] in ('"""', "'''") else '"""'
+    text = next((l.strip() for l in body.strip("\"'").split("\n") if l.strip()), "")
+    text = text.rstrip("\"'").rstrip()
+    return f"{quote}{text}{quote}" if text else ""
+
+
+def _fields(lines: list[str], definition: Definition, members: list[Definition],
+            inner: str) -> list[str]:
+    """A class's own assignments and annotations (fields, constants), outside its members."""
+    inside = {n for m in members for n in range(m.start_line, m.end_line + 1)}
+    end = min(definition.end_line + 1, len(lines))
+    return [lines[n] for n in range(definition.start_line + 1, end)
+            if n not in inside and _indent(lines[n]) == inner and _FIELD_RE.match(lines[n])][:12]
+
+
+def _depth(text: str) -> int:
+    return sum(text.count(c) for c in "([{") - sum(text.count(c) for c in ")]}")
 
 
 def _indent(text: str) -> str:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
+import shutil
+import subprocess
+import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PACKAGE_PREFIX = "python-package:"
+GIT_PREFIX = "git:"  # a commit of the repository this package is in
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,32 @@ def spread(cases: list[Case], limit: int | None) -> list[Case]:
 
 
 def resolve_workspace(workspace: str) -> Path:
-    """The directory a case's workspace names."""
+    """The directory a case's workspace names: a path, an installed package, or a commit of
+    this repository (extracted once into the cache; projects the model cannot have seen)."""
+    if workspace.startswith(GIT_PREFIX):
+        return _git_snapshot(workspace[len(GIT_PREFIX):])
     if workspace.startswith(PACKAGE_PREFIX):
         spec = importlib.util.find_spec(workspace[len(PACKAGE_PREFIX):])
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError(f"package not installed: {workspace}")
         return Path(list(spec.submodule_search_locations)[0])
     return Path(workspace)
+
+
+def _git_snapshot(commit: str) -> Path:
+    snapshot = Path(os.path.expanduser("~/.cache/qwen-lsp/eval-workspaces")) / commit
+    target = snapshot / "qwen-lsp"  # the directory name is the repo name in prompts
+    if not target.is_dir():
+        repo = Path(__file__).resolve().parents[2]
+        partial = snapshot / "partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(repo), "archive", commit], check=True,
+                                 capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(partial, filter="data")
+        partial.rename(target)
+    return target
 
 
 def masked_document(case: Case, text: str) -> str:

@@ -3,12 +3,14 @@ imported from the project's other modules.
 
     python -m qwen_lsp.eval.make_cases --repo DIR --out cases.jsonl
     python -m qwen_lsp.eval.make_cases --package pygls --out cases.jsonl
+    python -m qwen_lsp.eval.make_cases --commit REV --out cases.jsonl  # this repository at REV
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import subprocess
 import sys
 
 import tree_sitter as ts
@@ -16,7 +18,7 @@ import tree_sitter as ts
 from ..context.languages import get_parser
 from ..context.symbols import IDENT_RE
 from ..context.workspace_index import WorkspaceIndex
-from .cases import PACKAGE_PREFIX, Case, resolve_workspace
+from .cases import GIT_PREFIX, PACKAGE_PREFIX, Case, resolve_workspace
 
 KINDS = ("line", "call_args", "block")
 
@@ -66,6 +68,8 @@ def candidates(text: str, names: set[str]) -> dict[str, list[tuple[int, int, str
         if node.type in ("expression_statement", "return_statement") and \
                 node.start_point[0] == node.end_point[0] and _uses(node, names):
             child = node.named_children[0] if node.named_children else None
+            if child is not None and child.type in ("string", "concatenated_string"):
+                continue  # a docstring: prose, not code that uses the other module
             if child is not None and child.type == "assignment" and child.child_by_field_name("right"):
                 right = child.child_by_field_name("right")
                 if _uses(right, names):
@@ -119,7 +123,10 @@ def make_cases(workspace: str, per_kind: int, seed: int = 0, per_file: int = 2) 
             rng.shuffle(items)
             pools[kind].extend((rel, *item) for item in items[:per_file])
     cases = []
-    label = workspace.removeprefix(PACKAGE_PREFIX).rstrip("/").rsplit("/", 1)[-1]
+    if workspace.startswith(GIT_PREFIX):
+        label = "qwen-lsp@" + workspace[len(GIT_PREFIX):][:8]
+    else:
+        label = workspace.removeprefix(PACKAGE_PREFIX).rstrip("/").rsplit("/", 1)[-1]
     for kind in KINDS:
         pool = sorted(pools[kind])
         rng.shuffle(pool)
@@ -134,13 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--repo", help="project directory")
     source.add_argument("--package", help="installed Python package (case paths stay portable)")
+    source.add_argument("--commit", help="this repository at a commit (a project no model has "
+                                         "seen; extracted into the cache on use)")
     parser.add_argument("--out", required=True, help="JSONL file to write ('-' for stdout)")
     parser.add_argument("--per-kind", type=int, default=10)
     parser.add_argument("--per-file", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--append", action="store_true")
     args = parser.parse_args(argv)
-    workspace = args.repo if args.repo else PACKAGE_PREFIX + args.package
+    if args.commit:
+        commit = subprocess.run(["git", "rev-parse", "--verify", args.commit + "^{commit}"],
+                                check=True, capture_output=True, text=True).stdout.strip()
+        workspace = GIT_PREFIX + commit
+    else:
+        workspace = args.repo if args.repo else PACKAGE_PREFIX + args.package
     cases = make_cases(workspace, args.per_kind, args.seed, args.per_file)
     lines = "".join(case.to_json() + "\n" for case in cases)
     if args.out == "-":

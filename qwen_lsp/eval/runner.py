@@ -40,6 +40,7 @@ def run_cases(lm: Any, cases: list[Case], configs: dict[str, PipelineConfig],
                 key = (case.workspace, name)
                 if key not in pipelines:
                     pipelines[key] = CompletionPipeline(lm, index, config)
+                pipelines[key].forget_context()  # no context kept from another case's cursor
                 suggestion = pipelines[key].complete(str(Path(root) / case.file), document,
                                                      case.line, case.col)
                 row = {"config": name, "id": case.id, "kind": case.kind,
