@@ -18,6 +18,15 @@ CONTEXT = 2048
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak RSS: VmHWM starts afresh at exec, where Linux carries ru_maxrss over
+    from the parent (the bench process, which holds a model: its RSS floored every engine's peak)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
