@@ -1,6 +1,6 @@
 """Post-processing: turn a raw model continuation into an inline suggestion.
 
-In order: cut at control tokens and strip stray markdown fences; decide single- vs
+In order: cut at control tokens, drop control characters, strip stray markdown fences; decide single- vs
 multi-line from the syntax at the cursor; cut where the enclosing block ends (indentation,
 plus brackets for brace languages); cut where the text starts repeating the suffix; balance
 closing brackets against the rest of the line; drop repeated lines and whitespace-only text.
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from .context.languages import get_parser
 
 CONTROL_RE = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+# ASCII control characters other than tab and line ends: never code, and editors show them as ^G.
+CONTROL_CHARS_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 FENCE_RE = re.compile(r"^\s*```")
 OPENERS, CLOSERS = "([{", ")]}"
 PAIRS = dict(zip(CLOSERS, OPENERS))
@@ -61,9 +63,9 @@ def postprocess(raw: str, ctx: CursorContext, max_lines: int = MAX_LINES) -> str
 
 
 def strip_control(text: str) -> str:
-    """Everything before the first control token (<|endoftext|>, <|file_sep|>, ...)."""
+    """Everything before the first control token (<|endoftext|>, <|file_sep|>, ...), without control characters."""
     match = CONTROL_RE.search(text)
-    return text[: match.start()] if match else text
+    return CONTROL_CHARS_RE.sub("", text[: match.start()] if match else text)
 
 
 def strip_fences(text: str) -> str:

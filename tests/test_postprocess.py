@@ -16,6 +16,7 @@ SYNTHETIC = [
     ("control token ends it", "return x<|endoftext|>junk", "def f(x):\n    ", "\n", "python",
      "return x"),
     ("file_sep ends it", "a + b\n<|file_sep|>other.py\nimport os", "x = ", "\n", "python", "a + b"),
+    ("control characters dropped", "radius\x07\x00)", "print(circle_", "\n", "python", "radius)"),
     ("markdown fence stripped", "```python\nreturn 1\n```\nSome prose", "def f():\n    ", "\n",
      "python", "return 1"),
     ("block ends on dedent", "return x + 1\n\ndef g():\n    pass", "def f(x):\n    ",
