@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import open_checkpoint
 from .engine import Engine, SpeculationConfig
+from .kernels.page_release import release_free_heap
 from .generate import GenerationResult, OnToken, ShouldStop
 from .linear import REFERENCE_KERNELS
 from .model import QwenModel, build_model
@@ -67,11 +68,14 @@ def load_model(spec: str | os.PathLike, *, dtype: torch.dtype | None = None, thr
     kernels = REFERENCE_KERNELS if reference_kernels else None
     dtype = dtype or _default_dtype(checkpoint)
     model = build_model(checkpoint, dtype, kernels)
+    draft_checkpoint = None
     if draft is not None:
         draft_checkpoint = open_checkpoint(_resolve(draft, fetch, progress))
         if draft_checkpoint.config.vocab_size != model.config.vocab_size:
             raise ValueError(f"the draft model {draft} has another vocabulary than {spec}")
         speculation = replace(speculation, draft_model=build_model(draft_checkpoint, dtype, kernels))
+    del checkpoint, draft_checkpoint  # their metadata (vocabulary lists) is no longer needed
+    release_free_heap()
     return LanguageModel(model, tokenizer, path, max_context, prefix_cache_mib=prefix_cache_mib,
                          speculation=speculation)
 

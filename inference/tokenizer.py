@@ -7,6 +7,7 @@ spellings in ordinary text as plain text unless asked, so user code cannot injec
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,8 +26,9 @@ QWEN_STOP_TOKENS = (
 class Tokenizer:
     def __init__(self, backend: tokenizers.Tokenizer, eos_ids: Iterable[int] = ()):
         self._backend = backend
-        self._literal = tokenizers.Tokenizer.from_str(backend.to_str())
-        self._literal.encode_special_tokens = True
+        # One backend serves both encodings (a second copy of a 151k vocabulary holds ~37 MB): its
+        # `encode_special_tokens` flag is set per call, under a lock since the flag is shared.
+        self._encode_lock = threading.Lock()
         present = {self._backend.token_to_id(t) for t in QWEN_STOP_TOKENS}
         self.stop_ids = frozenset(i for i in (*present, *eos_ids) if i is not None)
         self.special_tokens = frozenset(
@@ -65,8 +67,9 @@ class Tokenizer:
 
     def encode(self, text: str, *, parse_special: bool = False) -> list[int]:
         """Token ids of `text`; control-token spellings become their ids only with parse_special."""
-        backend = self._backend if parse_special else self._literal
-        return backend.encode(text, add_special_tokens=False).ids
+        with self._encode_lock:
+            self._backend.encode_special_tokens = not parse_special
+            return self._backend.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = False) -> str:
         return self._backend.decode(list(ids), skip_special_tokens=skip_special)
