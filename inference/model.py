@@ -88,6 +88,7 @@ class Attention:
         """One query against all keys in two batched matmuls (half SDPA's time at this size): head h
         reads kv head h // group, as SDPA's enable_gqa does."""
         grouped = q.reshape(self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim)
+        keys, values = keys.to(q.dtype), values.to(q.dtype)
         scores = torch.bmm(grouped, keys.transpose(1, 2)) * self.scale
         return torch.bmm(torch.softmax(scores, dim=-1), values).reshape(self.num_heads, 1, self.head_dim)
 
@@ -252,9 +253,10 @@ class DecoderLayer:
 class QwenModel:
     def __init__(self, config: ModelConfig, embed: LinearKernel, layers: list[DecoderLayer],
                  final_norm: RMSNorm, lm_head: LinearKernel, dtype: torch.dtype,
-                 mtp: MultiTokenPredictor | None = None):
+                 mtp: MultiTokenPredictor | None = None, kv_dtype: torch.dtype | None = None):
         self.config, self.embed, self.layers = config, embed, layers
         self.final_norm, self.lm_head, self.dtype = final_norm, lm_head, dtype
+        self.kv_dtype = kv_dtype or dtype  # the caches' element type
         self.mtp = mtp  # qwen3_next's multi-token-prediction head, where the checkpoint has one
 
     def new_cache(self, max_length: int | None = None) -> KVCache:
@@ -262,8 +264,8 @@ class QwenModel:
         max_length = max_length or c.context_length
         if c.is_recurrent:
             linear = sum(c.is_linear_attention_layer(i) for i in range(c.num_layers))
-            return HybridCache(c.num_layers - linear, linear, c.num_kv_heads, c.head_dim, max_length, self.dtype)
-        return KVCache(c.num_layers, c.num_kv_heads, c.head_dim, max_length, self.dtype)
+            return HybridCache(c.num_layers - linear, linear, c.num_kv_heads, c.head_dim, max_length, self.kv_dtype)
+        return KVCache(c.num_layers, c.num_kv_heads, c.head_dim, max_length, self.kv_dtype)
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False,
@@ -333,7 +335,16 @@ def build_model(checkpoint: Checkpoint, dtype: torch.dtype = torch.float32,
             build.layer(config.num_layers, 0, False, checkpoint.has(p + "ffn_gate_inp.weight")),
             build.norm(p + "nextn.shared_head_norm.weight"), embed, lm_head, config,
         )
-    return QwenModel(config, embed, layers, build.norm("output_norm.weight"), lm_head, dtype, mtp)
+    return QwenModel(config, embed, layers, build.norm("output_norm.weight"), lm_head, dtype, mtp,
+                     kv_dtype=_kv_dtype(checkpoint, dtype, kernels))
+
+
+def _kv_dtype(checkpoint: Checkpoint, dtype: torch.dtype, kernels: list[KernelFactory] | None) -> torch.dtype:
+    """fp16 keys and values for block-quantized weights computed in fp32, as llama.cpp keeps them: half
+    the cache's memory and of the bytes attention reads per token, an error far below the weights'.
+    Exact dtypes elsewhere (float checkpoints, the reference kernels that check the fast ones)."""
+    quantized = checkpoint.tensor("token_embd.weight").is_quantized
+    return torch.float16 if dtype == torch.float32 and quantized and kernels is None else dtype
 
 
 class _LayerBuilder:

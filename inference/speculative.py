@@ -116,7 +116,7 @@ class MTPDrafter:
         if model.mtp is None:
             raise ValueError("the model has no MTP head")
         self.head: MultiTokenPredictor = model.mtp
-        self.cache = self.head.new_cache(max_context, model.dtype)
+        self.cache = self.head.new_cache(max_context, model.kv_dtype)
         self._ids: list[int] = []  # the context the head's entries were computed for
         self._origin = 0  # absolute position of the head's first entry
         self._rows: torch.Tensor | None = None  # target hidden states by absolute position

@@ -146,6 +146,23 @@ def test_output_head_is_chosen_by_one_token_calls_only(monkeypatch, tmp_path):
     assert selection.BATCH in rows_seen
 
 
+def test_one_token_calls_cost_at_least_their_bytes_over_the_bandwidth(monkeypatch, tmp_path):
+    """Timed alone, a weight stays in the last-level cache; decoding streams every weight from memory."""
+    from inference.linear import DenseLinear
+
+    monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
+    monkeypatch.setattr(selection, "_choices", None)
+    probes = []
+    monkeypatch.setattr(selection, "read_bandwidth_gbs", lambda threads, megabytes: probes.append(1) or 0.5)
+    kernel = DenseLinear(torch.randn(256, 256), torch.float32)  # 256 KiB: ~0.5 ms a call at 0.5 GB/s
+    floor = (selection.DECODED_TOKENS + 1) * kernel.nbytes / 0.5e9
+    assert selection.measured_cost(kernel, prefills=False) >= floor
+    assert selection.measured_cost(kernel) >= floor - kernel.nbytes / 0.5e9
+    assert len(probes) == 1  # measured once, then cached with the choices
+    monkeypatch.setattr(selection, "_choices", None)
+    assert selection.memory_bandwidth_gbs() == 0.5 and len(probes) == 1
+
+
 def test_forced_kernel_is_used(monkeypatch, tmp_path):
     monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
     monkeypatch.setenv("QWEN_LSP_KERNEL", "dense-bf16")

@@ -145,6 +145,7 @@ def test_model_on_native_kernels_follows_the_reference(native_ops, tiny_gguf, mo
     path = tiny_gguf(variant, qtype)
     model = build_model(open_checkpoint(path))
     assert type(model.lm_head) is NativeBlockLinear
+    model.kv_dtype = torch.float32  # the kernels alone (the fp16 cache has a test of its own)
     reference = build_model(open_checkpoint(path), kernels=linear.REFERENCE_KERNELS)
     ids = torch.randint(0, model.config.vocab_size, (40,), generator=torch.Generator().manual_seed(0)).tolist()
     # Random tiny weights amplify the ~0.5% per-matmul activation rounding and leave near-ties among
@@ -160,6 +161,25 @@ def test_model_on_native_kernels_follows_the_reference(native_ops, tiny_gguf, mo
         assert _relative_errors(prefill, exact).max() < 0.4
     else:  # many tokens at once take the exact path
         torch.testing.assert_close(prefill, exact, rtol=1e-4, atol=1e-4)
+
+
+def test_quantized_models_keep_fp16_keys_and_values(native_ops, tiny_gguf, monkeypatch, tmp_path):
+    """As llama.cpp does: half the cache, for logits that move far less than the weights' rounding moves them."""
+    monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
+    monkeypatch.setattr(selection, "_choices", None)
+    path = tiny_gguf("qwen2_tied", QT.Q8_0)
+    model = build_model(open_checkpoint(path))
+    assert model.kv_dtype == torch.float16 and model.new_cache(8).dtype == torch.float16
+    assert build_model(open_checkpoint(tiny_gguf("qwen2_tied", QT.F32))).kv_dtype == torch.float32
+    # On the exact kernels (the int8 path's activation rounding would amplify any change on random weights).
+    exact = build_model(open_checkpoint(path), kernels=linear.REFERENCE_KERNELS)
+    assert exact.kv_dtype == torch.float32
+    ids = torch.randint(0, model.config.vocab_size, (40,), generator=torch.Generator().manual_seed(0)).tolist()
+    full = _decoded_logits(exact, ids)
+    exact.kv_dtype = torch.float16
+    half = _decoded_logits(exact, ids)
+    assert _relative_errors(half, full).max() < 1e-2  # the int8 path vs exact: up to 0.3 (above)
+    assert (half.argmax(-1) == full.argmax(-1)).double().mean() >= 0.95
 
 
 def test_verification_passes_stay_on_the_int8_path(native_ops, tiny_gguf, monkeypatch, tmp_path):

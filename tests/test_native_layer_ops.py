@@ -20,9 +20,9 @@ def _inputs(tokens: int, seed: int = 0, heads: int = HEADS, kv_heads: int = KV_H
     return q, k, v, biases, norms
 
 
-def _cache(start: int, seed: int = 1, kv_heads: int = KV_HEADS):
+def _cache(start: int, seed: int = 1, kv_heads: int = KV_HEADS, dtype: torch.dtype = torch.float32):
     g = torch.Generator().manual_seed(seed)
-    keys, values = torch.zeros(kv_heads, CAPACITY, HEAD_DIM), torch.zeros(kv_heads, CAPACITY, HEAD_DIM)
+    keys, values = (torch.zeros(kv_heads, CAPACITY, HEAD_DIM, dtype=dtype) for _ in range(2))
     keys[:, :start], values[:, :start] = (torch.randn(kv_heads, start, HEAD_DIM, generator=g) for _ in range(2))
     return keys, values
 
@@ -37,7 +37,8 @@ def _rms(x, weight):
 
 
 def _reference(q, k, v, biases, norms, rope, keys, values, start):
-    """Bias, norm, rotation, cache write and causal attention in plain tensor code."""
+    """Bias, norm, rotation, cache write (rounded to the cache's dtype) and causal attention in plain
+    tensor code, in fp32."""
     n = q.shape[0]
     q = _rms(q + biases[0].view(q.shape[1:]), norms[0])
     k = _rms(k + biases[1].view(k.shape[1:]), norms[1])
@@ -46,18 +47,19 @@ def _reference(q, k, v, biases, norms, rope, keys, values, start):
     keys, values = keys.clone(), values.clone()
     keys[:, start : start + n], values[:, start : start + n] = k, v.transpose(0, 1)
     mask = torch.ones(n, start + n, dtype=torch.bool).tril(diagonal=start)
-    out = F.scaled_dot_product_attention(q[None], keys[None, :, : start + n], values[None, :, : start + n],
-                                         attn_mask=mask, enable_gqa=True)[0]
+    out = F.scaled_dot_product_attention(q[None], keys[None, :, : start + n].float(),
+                                         values[None, :, : start + n].float(), attn_mask=mask, enable_gqa=True)[0]
     return out.transpose(0, 1).reshape(n, -1), keys, values
 
 
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("heads, kv_heads", [(HEADS, KV_HEADS), (12, 1)])  # 12 query heads a kv head: 8 + 4
 @pytest.mark.parametrize("rotary", [HEAD_DIM, HEAD_DIM // 2])
 @pytest.mark.parametrize("start", [0, 250, 517])  # 250 + 12 tokens cross the native op's 256-key chunks
-def test_few_token_attention_matches_tensor_code(native_ops, start, rotary, heads, kv_heads):
+def test_few_token_attention_matches_tensor_code(native_ops, start, rotary, heads, kv_heads, cache_dtype):
     rope = RotaryEmbedding(HEAD_DIM, 10000.0, rotary)
     q, k, v, biases, norms = _inputs(12, heads=heads, kv_heads=kv_heads)
-    keys, values = _cache(start, kv_heads=kv_heads)
+    keys, values = _cache(start, kv_heads=kv_heads, dtype=cache_dtype)
     expected, expected_keys, expected_values = _reference(q, k, v, biases, norms, rope, keys, values, start)
     out = _native(native_ops, q, k, v, biases, norms, rope, keys, values, start)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
@@ -65,12 +67,13 @@ def test_few_token_attention_matches_tensor_code(native_ops, start, rotary, head
     torch.testing.assert_close(values, expected_values, rtol=1e-5, atol=1e-5)
 
 
-def test_a_pass_of_tokens_computes_each_as_decoding_it_alone(native_ops):
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.float16])
+def test_a_pass_of_tokens_computes_each_as_decoding_it_alone(native_ops, cache_dtype):
     """What makes speculative verification exact: a token's output does not depend on the pass it is in."""
     rope = RotaryEmbedding(HEAD_DIM, 10000.0)
     start, n = 250, 12
     q, k, v, biases, norms = _inputs(n)
-    keys, values = _cache(start)
+    keys, values = _cache(start, dtype=cache_dtype)
     together = _native(native_ops, q, k, v, biases, norms, rope, keys.clone(), values.clone(), start)
     alone = torch.cat([_native(native_ops, q[i : i + 1], k[i : i + 1], v[i : i + 1], biases, norms, rope, keys,
                                values, start + i) for i in range(n)])

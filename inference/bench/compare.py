@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bandwidth import read_bandwidth_gbs
+from ..kernels.bandwidth import read_bandwidth_gbs
 from .prompts import code_prompt, fim_prompt
 from .weight_bytes import gguf_decode_bytes
 

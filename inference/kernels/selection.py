@@ -3,7 +3,9 @@
 The first weight of each (type, shape) is built with every applicable candidate; each is timed on
 a one-token call (decode) and a batch (prefill), and the one with the lowest cost for a typical
 completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins; the output head computes one
-row per prompt (its last), so only its one-token calls count. A kernel holding its own
+row per prompt (its last), so only its one-token calls count. A one-token call timed alone finds its
+weight in the last-level cache (hundreds of MB on a server CPU), where decoding streams every layer
+from memory: it is charged at least its weight's bytes over the measured memory bandwidth. A kernel holding its own
 copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat one that reads
 the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary by more than
 the kernels differ there, and memory should not follow that noise. Choices are cached per CPU,
@@ -30,6 +32,7 @@ from ..checkpoint import CheckpointTensor
 from ..linear import LinearKernel
 from .candidates import CANDIDATES, Candidate
 from .cpu_features import cpu_features
+from .bandwidth import read_bandwidth_gbs
 from .page_release import release_file_pages
 
 # A prompt is prefilled in chunks of BATCH tokens (GenerationConfig.prefill_chunk's default).
@@ -38,6 +41,7 @@ COPY_MARGIN = 1.15
 # Rows per call tried for the native int8 path's limit, and the weight it is measured on.
 FEW_TOKEN_STEPS = (8, 12, 16, 24, 32)
 _FEW_TOKENS_KEY, _FEW_TOKENS_SHAPE = "native-ggml:few-tokens", (2048, 1024)
+_BANDWIDTH_KEY = "memory-read-GB/s"
 _REPEATS = 3
 # Weights used as the output head (the embedding table where the two are tied).
 OUTPUT_HEADS = ("output.weight", "token_embd.weight")
@@ -61,7 +65,7 @@ def measured_cost(kernel: LinearKernel, give_up_after: float = float("inf"), pre
     kernel(one)
     if (time.perf_counter() - first) * DECODED_TOKENS > give_up_after:
         return float("inf")
-    decode = _fastest_seconds(lambda: kernel(one))
+    decode = max(_fastest_seconds(lambda: kernel(one)), kernel.nbytes / (memory_bandwidth_gbs() * 1e9))
     if not prefills:
         return decode * (DECODED_TOKENS + 1)
     prefill = _fastest_seconds(lambda: kernel(batch))
@@ -75,6 +79,20 @@ def _fastest_seconds(call) -> float:
         call()
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def memory_bandwidth_gbs() -> float:
+    """This machine's read bandwidth on torch's threads, measured once and cached with the choices."""
+    with _lock:
+        choices = _load_choices()
+        try:
+            return float(choices[_BANDWIDTH_KEY])
+        except (KeyError, ValueError):
+            pass
+        bandwidth = read_bandwidth_gbs(torch.get_num_threads(), megabytes=256)
+        choices[_BANDWIDTH_KEY] = f"{bandwidth:.2f}"
+        _save_choices(choices)
+        return bandwidth
 
 
 def few_token_limit(ops, bf16_tiles: bool = False) -> int:

@@ -31,17 +31,32 @@ constexpr int64_t kChunk = 256;
 // bus idle (as in the matmuls): the scores pass asks for the key and value rows kRowsAhead ahead.
 constexpr int64_t kRowsAhead = 8;
 
-inline void prefetch_row(const float* row, int64_t d) {
-  for (int64_t i = 0; i < d; i += 16) __builtin_prefetch(row + i, 0, 3);
+// The cache stores keys and values as float or as _Float16 (half the bytes to stream; each element
+// widened to float as it is read, so the arithmetic is the same).
+template <typename T>
+inline Vec16 load16(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return qwen_native::load16(p);
+  } else {
+    typedef T Half16 __attribute__((vector_size(16 * sizeof(T))));
+    Half16 h;
+    std::memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(h, Vec16);
+  }
+}
+
+template <typename T>
+inline void prefetch_row(const T* row, int64_t d) {
+  for (int64_t i = 0; i < d; i += 64 / sizeof(T)) __builtin_prefetch(row + i, 0, 3);
 }
 
 // s[g * stride + j] = scale * <query g, key j> for G query heads and `length` keys of width d.
-template <int G>
-void head_scores(const float* query, const float* key, const float* value, int64_t length, int64_t d, float scale,
+template <int G, typename T>
+void head_scores(const float* query, const T* key, const T* value, int64_t length, int64_t d, float scale,
                  float* s, int64_t stride) {
   const int64_t full = d / 16 * 16;
   for (int64_t j = 0; j < length; ++j) {
-    const float* k = key + j * d;
+    const T* k = key + j * d;
     prefetch_row(k + kRowsAhead * d, d);
     prefetch_row(value + (j + kRowsAhead) * d, d);
     Vec16 acc[G];
@@ -53,7 +68,7 @@ void head_scores(const float* query, const float* key, const float* value, int64
     }
     for (int g = 0; g < G; ++g) {
       float total = sum16(acc[g]);
-      for (int64_t c = full; c < d; ++c) total += query[g * d + c] * k[c];
+      for (int64_t c = full; c < d; ++c) total += query[g * d + c] * float(k[c]);
       s[g * stride + j] = scale * total;
     }
   }
@@ -61,15 +76,15 @@ void head_scores(const float* query, const float* key, const float* value, int64
 
 // out[g][c..) = sum_j s[g * stride + j] * value j [c..) for G heads over channels [c, end), P vectors of 16
 // channels per step, all G * P sums in registers.
-template <int G, int P>
-void value_sums(const float* s, int64_t stride, const float* value, int64_t length, int64_t d, float* out,
+template <int G, int P, typename T>
+void value_sums(const float* s, int64_t stride, const T* value, int64_t length, int64_t d, float* out,
                 int64_t c, int64_t end) {
   for (; c + 16 * P <= end; c += 16 * P) {
     Vec16 acc[G][P];
     for (int g = 0; g < G; ++g)
       for (int p = 0; p < P; ++p) acc[g][p] = Vec16{};
     for (int64_t j = 0; j < length; ++j) {
-      const float* row = value + j * d + c;
+      const T* row = value + j * d + c;
 #pragma GCC unroll 8
       for (int p = 0; p < P; ++p) {
         const Vec16 v = load16(row + 16 * p);
@@ -83,16 +98,16 @@ void value_sums(const float* s, int64_t stride, const float* value, int64_t leng
 }
 
 // out[g] = sum_j s[g * stride + j] * value j for G heads.
-template <int G>
-void head_values(const float* s, int64_t stride, const float* value, int64_t length, int64_t d, float* out) {
+template <int G, typename T>
+void head_values(const float* s, int64_t stride, const T* value, int64_t length, int64_t d, float* out) {
   constexpr int kWide = G <= 6 ? 4 : 2;  // vectors per step: G * kWide accumulators fit 32 registers
   const int64_t full = d / 16 * 16, wide = full / (16 * kWide) * (16 * kWide);
-  value_sums<G, kWide>(s, stride, value, length, d, out, 0, wide);
-  value_sums<G, 1>(s, stride, value, length, d, out, wide, full);
+  value_sums<G, kWide, T>(s, stride, value, length, d, out, 0, wide);
+  value_sums<G, 1, T>(s, stride, value, length, d, out, wide, full);
   for (int64_t c = full; c < d; ++c)
     for (int g = 0; g < G; ++g) {
       float total = 0.f;
-      for (int64_t j = 0; j < length; ++j) total += s[g * stride + j] * value[j * d + c];
+      for (int64_t j = 0; j < length; ++j) total += s[g * stride + j] * float(value[j * d + c]);
       out[g * d + c] = total;
     }
 }
@@ -151,38 +166,16 @@ struct Partial {
   float max, sum;
 };
 
-// q [n, H, D], k and v [n, KVH, D] (the projections of n tokens at positions start..start+n-1);
-// keys/values: the layer's cache storage [KVH, capacity, D], written at those positions.
-// Returns [n, H * D]: token i attends to positions 0..start+i.
-at::Tensor few_token_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                               const std::optional<at::Tensor>& q_bias, const std::optional<at::Tensor>& k_bias,
-                               const std::optional<at::Tensor>& v_bias, const std::optional<at::Tensor>& q_norm,
-                               const std::optional<at::Tensor>& k_norm, double eps, const at::Tensor& cos,
-                               const at::Tensor& sin, at::Tensor keys, at::Tensor values, int64_t start,
-                               double scale) {
-  TORCH_CHECK(q_in.dim() == 3 && k_in.dim() == 3 && v_in.dim() == 3 && q_in.scalar_type() == at::kFloat &&
-                  k_in.scalar_type() == at::kFloat && v_in.scalar_type() == at::kFloat,
-              "few_token_attention: q, k, v must be float32 [tokens, heads, head_dim]");
-  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+// The pass itself, for cache storage of element type T (float or _Float16).
+template <typename T>
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const float* qb, const float* kb,
+                  const float* vb, const float* qn, const float* kn, double eps, const at::Tensor& cos,
+                  const at::Tensor& sin, T* key_store, T* value_store, int64_t capacity, int64_t start,
+                  double scale) {
   const int64_t n = q.size(0), heads = q.size(1), d = q.size(2), kv_heads = k.size(1);
   const int64_t group = heads / kv_heads, rotary = cos.size(1);
-  TORCH_CHECK(heads % kv_heads == 0 && k.size(0) == n && v.sizes() == k.sizes() && k.size(2) == d,
-              "few_token_attention: q [n, H, D], k and v [n, KVH, D] with KVH dividing H");
-  TORCH_CHECK(keys.scalar_type() == at::kFloat && keys.is_contiguous() && values.is_contiguous() &&
-                  keys.sizes() == values.sizes() && keys.dim() == 3 && keys.size(0) == kv_heads &&
-                  keys.size(2) == d && start + n <= keys.size(1),
-              "few_token_attention: cache storage must be float32 [KVH, capacity >= start + n, D]");
-  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.scalar_type() == at::kFloat &&
-                  sin.sizes() == cos.sizes() && cos.size(0) >= start + n && rotary <= d && rotary % 2 == 0,
-              "few_token_attention: cos/sin tables [>= start + n, rotary <= D] of float32");
-  const float *qb = optional_data(q_bias, heads * d), *kb = optional_data(k_bias, kv_heads * d);
-  const float *vb = optional_data(v_bias, kv_heads * d), *qn = optional_data(q_norm, d);
-  const float* kn = optional_data(k_norm, d);
-  const int64_t capacity = keys.size(1);
-  float *key_store = keys.data_ptr<float>(), *value_store = values.data_ptr<float>();
-
   // Queries prepared once; keys and values of the new tokens written to the cache.
-  std::vector<float> queries(n * heads * d);
+  std::vector<float> queries(n * heads * d), key(d);
   for (int64_t t = 0; t < n; ++t) {
     const float* c = cos.data_ptr<float>() + (start + t) * rotary;
     const float* s = sin.data_ptr<float>() + (start + t) * rotary;
@@ -191,10 +184,13 @@ at::Tensor few_token_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
                    qb ? qb + h * d : nullptr, qn, eps, c, s, rotary);
     for (int64_t h = 0; h < kv_heads; ++h) {
       const int64_t slot = (h * capacity + start + t) * d;
-      prepare_head(k.data_ptr<float>() + (t * kv_heads + h) * d, key_store + slot, d, kb ? kb + h * d : nullptr,
-                   kn, eps, c, s, rotary);
+      prepare_head(k.data_ptr<float>() + (t * kv_heads + h) * d, key.data(), d, kb ? kb + h * d : nullptr, kn, eps,
+                   c, s, rotary);
       const float* vin = v.data_ptr<float>() + (t * kv_heads + h) * d;
-      for (int64_t i = 0; i < d; ++i) value_store[slot + i] = vin[i] + (vb ? vb[h * d + i] : 0.f);
+      for (int64_t i = 0; i < d; ++i) {
+        key_store[slot + i] = T(key[i]);
+        value_store[slot + i] = T(vin[i] + (vb ? vb[h * d + i] : 0.f));
+      }
     }
   }
 
@@ -210,13 +206,13 @@ at::Tensor few_token_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
     std::vector<float> scores(group * kChunk);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task / chunks, c = task % chunks, first = c * kChunk;
-      const float* key = key_store + (h * capacity + first) * d;
-      const float* value = value_store + (h * capacity + first) * d;
+      const T* key = key_store + (h * capacity + first) * d;
+      const T* value = value_store + (h * capacity + first) * d;
       for (int64_t t = std::max<int64_t>(0, first - start); t < n; ++t) {  // the tokens that see this chunk
         const int64_t length = std::min(kChunk, start + t + 1 - first), i = slot(t, h, c);
         const float* query = queries.data() + (t * heads + h * group) * d;
         in_head_batches(group, [&](int64_t g0, auto batch) {
-          head_scores<batch()>(query + g0 * d, key, value, length, d, float(scale), scores.data() + g0 * kChunk,
+          head_scores<batch(), T>(query + g0 * d, key, value, length, d, float(scale), scores.data() + g0 * kChunk,
                                kChunk);
         });
         for (int64_t g = 0; g < group; ++g) {
@@ -231,7 +227,7 @@ at::Tensor few_token_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
           partials[i * group + g] = {top, total};
         }
         in_head_batches(group, [&](int64_t g0, auto batch) {
-          head_values<batch()>(scores.data() + g0 * kChunk, kChunk, value, length, d,
+          head_values<batch(), T>(scores.data() + g0 * kChunk, kChunk, value, length, d,
                                sums.data() + (i * group + g0) * d);
         });
       }
@@ -259,6 +255,41 @@ at::Tensor few_token_attention(const at::Tensor& q_in, const at::Tensor& k_in, c
       for (int64_t e = 0; e < d; ++e) o[e] /= total;
     }
   return result;
+}
+
+// q [n, H, D], k and v [n, KVH, D] (the projections of n tokens at positions start..start+n-1);
+// keys/values: the layer's cache storage [KVH, capacity, D] (float32 or float16), written at those positions.
+// Returns [n, H * D]: token i attends to positions 0..start+i.
+at::Tensor few_token_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                               const std::optional<at::Tensor>& q_bias, const std::optional<at::Tensor>& k_bias,
+                               const std::optional<at::Tensor>& v_bias, const std::optional<at::Tensor>& q_norm,
+                               const std::optional<at::Tensor>& k_norm, double eps, const at::Tensor& cos,
+                               const at::Tensor& sin, at::Tensor keys, at::Tensor values, int64_t start,
+                               double scale) {
+  TORCH_CHECK(q_in.dim() == 3 && k_in.dim() == 3 && v_in.dim() == 3 && q_in.scalar_type() == at::kFloat &&
+                  k_in.scalar_type() == at::kFloat && v_in.scalar_type() == at::kFloat,
+              "few_token_attention: q, k, v must be float32 [tokens, heads, head_dim]");
+  const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
+  const int64_t n = q.size(0), heads = q.size(1), d = q.size(2), kv_heads = k.size(1), rotary = cos.size(1);
+  TORCH_CHECK(heads % kv_heads == 0 && k.size(0) == n && v.sizes() == k.sizes() && k.size(2) == d,
+              "few_token_attention: q [n, H, D], k and v [n, KVH, D] with KVH dividing H");
+  TORCH_CHECK((keys.scalar_type() == at::kFloat || keys.scalar_type() == at::kHalf) &&
+                  values.scalar_type() == keys.scalar_type() && keys.is_contiguous() && values.is_contiguous() &&
+                  keys.sizes() == values.sizes() && keys.dim() == 3 && keys.size(0) == kv_heads &&
+                  keys.size(2) == d && start + n <= keys.size(1),
+              "few_token_attention: cache storage must be float32 or float16 [KVH, capacity >= start + n, D]");
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.scalar_type() == at::kFloat &&
+                  sin.sizes() == cos.sizes() && cos.size(0) >= start + n && rotary <= d && rotary % 2 == 0,
+              "few_token_attention: cos/sin tables [>= start + n, rotary <= D] of float32");
+  const float *qb = optional_data(q_bias, heads * d), *kb = optional_data(k_bias, kv_heads * d);
+  const float *vb = optional_data(v_bias, kv_heads * d), *qn = optional_data(q_norm, d);
+  const float* kn = optional_data(k_norm, d);
+  const int64_t capacity = keys.size(1);
+  if (keys.scalar_type() == at::kHalf)
+    return attend(q, k, v, qb, kb, vb, qn, kn, eps, cos, sin, reinterpret_cast<_Float16*>(keys.data_ptr()),
+                  reinterpret_cast<_Float16*>(values.data_ptr()), capacity, start, scale);
+  return attend(q, k, v, qb, kb, vb, qn, kn, eps, cos, sin, keys.data_ptr<float>(), values.data_ptr<float>(),
+                capacity, start, scale);
 }
 
 }  // namespace

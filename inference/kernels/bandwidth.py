@@ -1,4 +1,5 @@
-"""Measured memory read bandwidth: the physical limit of bandwidth-bound decode."""
+"""Measured memory read bandwidth: the physical limit of bandwidth-bound decode (the bench reports
+against it; kernel selection charges each one-token call at least its bytes over it)."""
 
 from __future__ import annotations
 
