@@ -189,7 +189,7 @@ class MixtureOfExperts:
 
     Only the selected experts' weights are read. Several tokens are grouped by expert, so each
     expert's weights are read once per pass. With an `ExpertStack` (dense experts) a decode step
-    takes two matmuls per selected expert; with `NativeExperts` one native call in all.
+    takes two matmuls per selected expert; with `NativeExperts` one native call routes and runs them all.
     """
 
     def __init__(self, router: LinearKernel, experts: list[GatedMLP], top_k: int, norm_topk_prob: bool,
@@ -209,6 +209,8 @@ class MixtureOfExperts:
         return routed if self.shared is None else routed + self.shared(x)
 
     def _routed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1 and isinstance(self.stack, NativeExperts):
+            return self.stack.decode(x, self.top_k, self.norm_topk_prob)
         probs = torch.softmax(self.router(x).float(), dim=-1)
         weights, chosen = torch.topk(probs, self.top_k, dim=-1)
         if self.norm_topk_prob:
@@ -402,17 +404,15 @@ class _LayerBuilder:
             for name in ("gate", "up", "down")
         }
         gates, ups, downs = (projections[name] for name in ("gate", "up", "down"))
+        router = self.linear(p + "ffn_gate_inp.weight")
         stack = ExpertStack.from_kernels(gates, ups, downs)
         if stack is not None:
             experts = [GatedMLP(*stack.expert_kernels(e)) for e in range(config.num_experts)]
         else:
             experts = [GatedMLP(*parts) for parts in zip(gates, ups, downs)]
-            stack = NativeExperts.from_kernels(gates, ups, downs)
+            stack = NativeExperts.from_kernels(router, gates, ups, downs)
         del projections, gates, ups, downs
         shared = None
         if config.shared_expert_intermediate_size:
             shared = SharedExpert(self.mlp(p, "_shexp"), self.linear(p + "ffn_gate_inp_shexp.weight"))
-        return MixtureOfExperts(
-            self.linear(p + "ffn_gate_inp.weight"), experts, config.num_experts_per_token, config.norm_topk_prob,
-            stack, shared,
-        )
+        return MixtureOfExperts(router, experts, config.num_experts_per_token, config.norm_topk_prob, stack, shared)

@@ -274,20 +274,46 @@ def _relative_errors(ours: torch.Tensor, reference: torch.Tensor) -> torch.Tenso
     return (ours - reference).norm(dim=-1) / reference.norm(dim=-1)
 
 
-def test_expert_mlp_matches_the_experts_one_by_one(native_ops):
+def _stacked_experts(ops, qtype: QT, experts: int, out_features: int, in_features: int, seed: int):
+    """Per-expert kernels viewing one stacked tensor, as a GGUF stores a layer's experts."""
+    stacked = quantized(qtype, experts * out_features, in_features, seed).data.view(experts, out_features, -1)
+    return [NativeBlockLinear(ops, stacked[e], qtype, out_features, in_features) for e in range(experts)]
+
+
+@pytest.mark.parametrize("router_type", [None, QT.Q8_0], ids=["f32-router", "q8_0-router"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_moe_decode_routes_and_runs_the_experts_as_tensor_code_does(native_ops, router_type, normalize):
+    from inference.kernels.native_experts import NativeExperts
+    from inference.linear import DenseLinear
+
+    experts, top_k = 16, 4
+    gates, ups = _stacked_experts(native_ops, QT.Q4_K, experts, 64, 512, 0), _stacked_experts(native_ops, QT.Q8_0, experts, 64, 512, 1)
+    downs = _stacked_experts(native_ops, QT.Q5_0, experts, 512, 64, 2)
+    if router_type is None:
+        router = DenseLinear(torch.randn(experts, 512, generator=torch.Generator().manual_seed(3)), torch.float32)
+    else:
+        router = native_kernel(native_ops, router_type, experts, 512 // 32, seed=3)[1]
+    stack = NativeExperts.from_kernels(router, gates, ups, downs)
+    for seed in range(4):
+        x = torch.randn(1, 512, generator=torch.Generator().manual_seed(10 + seed))
+        weights, chosen = torch.topk(torch.softmax(router(x).float(), dim=-1)[0], top_k)
+        if normalize:
+            weights = weights / weights.sum()
+        reference = sum(w * downs[e](torch.nn.functional.silu(gates[e](x)) * ups[e](x))
+                        for e, w in zip(chosen.tolist(), weights.tolist()))
+        # The same int8 rounding in one call instead of a router call, softmax, top-k and 3 calls per expert.
+        assert relative_error(stack.decode(x, top_k, normalize), reference.double()) < 1e-3
+
+
+def test_native_experts_need_a_stacked_layout(native_ops):
     from inference.kernels.native_experts import NativeExperts
 
-    def experts(qtype, out_features, in_features, seed):
-        return [native_kernel(native_ops, qtype, out_features, in_features // block_geometry(qtype)[0], seed + e)[1]
-                for e in range(5)]
-
-    gates, ups, downs = experts(QT.Q4_K, 64, 512, 0), experts(QT.Q8_0, 64, 512, 10), experts(QT.Q5_0, 512, 64, 20)
-    stack = NativeExperts.from_kernels(gates, ups, downs)
-    x = torch.randn(1, 512)
-    chosen, weights = [4, 1, 2], [0.5, 0.3, 0.2]
-    ours = stack.decode(x, chosen, weights)
-    reference = sum(w * downs[e](torch.nn.functional.silu(gates[e](x)) * ups[e](x)) for e, w in zip(chosen, weights))
-    assert relative_error(ours, reference.double()) < 1e-3  # the same int8 rounding, one call instead of nine
+    router = native_kernel(native_ops, QT.Q8_0, 4, 512 // 32, seed=3)[1]
+    gates = _stacked_experts(native_ops, QT.Q8_0, 4, 64, 512, 0)
+    downs = _stacked_experts(native_ops, QT.Q8_0, 4, 512, 64, 2)
+    assert NativeExperts.from_kernels(router, gates, gates, downs) is not None
+    apart = [native_kernel(native_ops, QT.Q8_0, 64, 512 // 32, seed=e)[1] for e in range(4)]  # separate tensors
+    assert NativeExperts.from_kernels(router, apart, gates, downs) is None
 
 
 def test_grouped_native_call_matches_the_kernels_one_by_one(native_ops):

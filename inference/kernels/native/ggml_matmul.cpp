@@ -5,7 +5,7 @@
 // in integers, as llama.cpp does. Many tokens (prefill): a tile of weight rows is dequantized to
 // fp32 (or bf16, where the CPU multiplies bf16 in hardware) and multiplied with BLAS (oneDNN for
 // bf16), so no dense copy of the weight outlives the call.
-// A MoE decode step runs all selected experts in one call (expert_mlp).
+// A MoE decode step routes and runs the selected experts in one call (moe_decode).
 // Work is split over output rows with at::parallel_for (torch's own thread pool).
 // AVX-512 (BW/DQ/VL, with VNNI where present) and AVX2 (+FMA, F16C) code where the compiler targets
 // them (AVX-512 BF16 for the bf16 tiles); plain C++ otherwise.
@@ -23,6 +23,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "vector_math.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define QWEN_AVX2 1
@@ -936,35 +938,83 @@ at::Tensor quantized_matmul(const at::Tensor& x, const at::Tensor& raw, int64_t 
   return quantized_matmuls(x, {raw}, {qtype})[0];
 }
 
-// One token through a few MoE experts: sum_e weights[e] * down_e(silu(gate_e(x)) * up_e(x)), x [1, H].
-// Two parallel passes (all gate/up rows of all experts, then the output rows), not three per expert.
-at::Tensor expert_mlp(const at::Tensor& x_in, at::TensorList gates, at::TensorList ups, at::TensorList downs,
-                      at::ArrayRef<double> weights, int64_t gate_type, int64_t up_type, int64_t down_type) {
-  const int64_t experts = int64_t(gates.size());
-  TORCH_CHECK(experts > 0 && int64_t(ups.size()) == experts && int64_t(downs.size()) == experts &&
-                  int64_t(weights.size()) == experts, "expert_mlp: one gate, up, down and weight per expert");
-  const int64_t width = gates[0].size(0), hidden = downs[0].size(0);
-  const int64_t k = gates[0].size(1) / geometry(gate_type).bytes * geometry(gate_type).values;
+// Router probabilities of one token: softmax over the experts' logits, then the top_k experts (highest
+// first, the lower id on ties) and their weights (renormalized to sum 1 with `normalize`), as
+// torch.softmax + torch.topk compute them.
+void route(const float* logits, int64_t experts, int64_t top_k, bool normalize, std::vector<int64_t>& chosen,
+           std::vector<float>& weights) {
+  const float top = *std::max_element(logits, logits + experts);
+  std::vector<float> probs(experts);
+  float total = 0.f;
+  for (int64_t e = 0; e < experts; ++e) total += probs[e] = std::exp(logits[e] - top);
+  for (float& p : probs) p /= total;
+  std::vector<int64_t> order(experts);
+  for (int64_t e = 0; e < experts; ++e) order[e] = e;
+  std::partial_sort(order.begin(), order.begin() + top_k, order.end(),
+                    [&](int64_t a, int64_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+  chosen.assign(order.begin(), order.begin() + top_k);
+  weights.resize(top_k);
+  float kept = 0.f;
+  for (int64_t i = 0; i < top_k; ++i) kept += weights[i] = probs[chosen[i]];
+  if (normalize)
+    for (float& w : weights) w /= kept;
+}
+
+// Stacked expert weights [experts, rows, row_bytes] (rows contiguous; experts any stride).
+void check_experts(const at::Tensor& raw, int64_t experts, int64_t rows, int64_t qtype, int64_t in_features) {
+  TORCH_CHECK(raw.dim() == 3 && raw.size(0) == experts && raw.size(1) == rows,
+              "moe_decode: expert weights [", experts, ", ", rows, ", row_bytes] expected");
+  check_weight(raw[0], qtype, in_features);
+}
+
+// One token through a MoE layer's routed experts: router logits (a float [E, H] matrix, or GGML blocks of
+// `router_type`), softmax and top-k, then sum_e weight_e * down_e(silu(gate_e(x)) * up_e(x)) over the chosen
+// experts in two parallel passes (all their gate/up rows, then the output rows): one call per layer.
+at::Tensor moe_decode(const at::Tensor& x_in, const at::Tensor& router, int64_t router_type, const at::Tensor& gates,
+                      const at::Tensor& ups, const at::Tensor& downs, int64_t top_k, bool normalize, int64_t gate_type,
+                      int64_t up_type, int64_t down_type) {
+  const int64_t all = gates.size(0), width = gates.size(1), hidden = downs.size(1);
+  const int64_t k = x_in.size(-1);
+  TORCH_CHECK(top_k > 0 && top_k <= all, "moe_decode: top_k must be in 1..", all);
+  check_experts(gates, all, width, gate_type, k);
+  check_experts(ups, all, width, up_type, k);
+  check_experts(downs, all, hidden, down_type, width);
+  TORCH_CHECK(hidden == k, "moe_decode: experts map ", k, " features back to ", k);
+  const at::Tensor x = float_rows(x_in, k);
+  TORCH_CHECK(x.size(0) == 1, "moe_decode: one token");
+
+  std::vector<float> logits(all);
+  if (router_type < 0) {
+    TORCH_CHECK(router.scalar_type() == at::kFloat && router.dim() == 2 && router.size(0) == all &&
+                    router.size(1) == k && router.stride(1) == 1,
+                "moe_decode: a float router must be float32 [", all, ", ", k, "]");
+    for (int64_t e = 0; e < all; ++e)
+      logits[e] = qwen_native::dot(router.data_ptr<float>() + e * router.stride(0), x.data_ptr<float>(), k);
+  } else {
+    check_weight(router, router_type, k);
+    TORCH_CHECK(router.size(0) == all, "moe_decode: the router has one row per expert");
+    const std::vector<uint8_t> act = quantize_activations(x.data_ptr<float>(), 1, k, k, router_type);
+    dot_weight_rows(router_type, router.data_ptr<uint8_t>(), router.stride(0), 0, all, act.data(), 1, k,
+                    logits.data(), all);
+  }
+  std::vector<int64_t> chosen;
+  std::vector<float> weights;
+  route(logits.data(), all, top_k, normalize, chosen, weights);
+
+  const int64_t experts = top_k;
   std::vector<const uint8_t*> gate_rows(experts), up_rows(experts), down_rows(experts);
   for (int64_t e = 0; e < experts; ++e) {
-    check_weight(gates[e], gate_type, k);
-    check_weight(ups[e], up_type, k);
-    check_weight(downs[e], down_type, width);
-    TORCH_CHECK(gates[e].size(0) == width && ups[e].size(0) == width && downs[e].size(0) == hidden,
-                "expert_mlp: experts of different shapes");
-    gate_rows[e] = gates[e].data_ptr<uint8_t>();
-    up_rows[e] = ups[e].data_ptr<uint8_t>();
-    down_rows[e] = downs[e].data_ptr<uint8_t>();
+    gate_rows[e] = gates.data_ptr<uint8_t>() + chosen[e] * gates.stride(0);
+    up_rows[e] = ups.data_ptr<uint8_t>() + chosen[e] * ups.stride(0);
+    down_rows[e] = downs.data_ptr<uint8_t>() + chosen[e] * downs.stride(0);
   }
-  const at::Tensor x = float_rows(x_in, k);
-  TORCH_CHECK(x.size(0) == 1, "expert_mlp: one token");
   const std::vector<uint8_t> gate_act = quantize_activations(x.data_ptr<float>(), 1, k, k, gate_type);
   const std::vector<uint8_t> up_act =
       up_type == gate_type ? gate_act : quantize_activations(x.data_ptr<float>(), 1, k, k, up_type);
-  const int64_t gate_stride = gates[0].stride(0), up_stride = ups[0].stride(0), down_stride = downs[0].stride(0);
+  const int64_t gate_stride = gates.stride(1), up_stride = ups.stride(1), down_stride = downs.stride(1);
 
   std::vector<float> gate_up(experts * 2 * width);  // expert e: gate rows, then up rows
-  at::parallel_for(0, experts * 2 * width, grain_rows(gates[0].size(1)), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, experts * 2 * width, grain_rows(gates.size(2)), [&](int64_t begin, int64_t end) {
     while (begin < end) {  // the part of each (expert, gate or up) in [begin, end)
       const int64_t part = begin / width, stop = std::min(end, (part + 1) * width), e = part / 2;
       float* y = gate_up.data() + part * width;
@@ -989,13 +1039,13 @@ at::Tensor expert_mlp(const at::Tensor& x_in, at::TensorList gates, at::TensorLi
   std::vector<float> down(experts * hidden);  // expert e's output rows
   at::Tensor y = at::empty({1, hidden}, x.options());
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, hidden, grain_rows(downs[0].size(1) * experts), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, hidden, grain_rows(downs.size(2) * experts), [&](int64_t begin, int64_t end) {
     for (int64_t e = 0; e < experts; ++e)
       dot_weight_rows(down_type, down_rows[e], down_stride, begin, end, down_act.data() + e * down_act_bytes, 1, width,
                       down.data() + e * hidden, hidden);
     for (int64_t row = begin; row < end; ++row) {
       float sum = 0.f;
-      for (int64_t e = 0; e < experts; ++e) sum += float(weights[e]) * down[e * hidden + row];
+      for (int64_t e = 0; e < experts; ++e) sum += weights[e] * down[e * hidden + row];
       yp[row] = sum;
     }
   });
@@ -1081,8 +1131,8 @@ TORCH_LIBRARY(qwen_ggml, m) {
   m.def("quantized_matmuls(Tensor x, Tensor[] raws, int[] qtypes) -> Tensor[]");
   m.def("dequantized_matmul(Tensor x, Tensor raw, int qtype, int tile_rows, bool bf16=False) -> Tensor");
   m.def("dequantize_rows(Tensor raw, Tensor ids, int qtype) -> Tensor");
-  m.def("expert_mlp(Tensor x, Tensor[] gates, Tensor[] ups, Tensor[] downs, float[] weights, int gate_type, "
-        "int up_type, int down_type) -> Tensor");
+  m.def("moe_decode(Tensor x, Tensor router, int router_type, Tensor gates, Tensor ups, Tensor downs, int top_k, "
+        "bool normalize, int gate_type, int up_type, int down_type) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) {
@@ -1090,5 +1140,5 @@ TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) {
   m.impl("quantized_matmuls", &quantized_matmuls);
   m.impl("dequantized_matmul", &dequantized_matmul);
   m.impl("dequantize_rows", &dequantize_rows);
-  m.impl("expert_mlp", &expert_mlp);
+  m.impl("moe_decode", &moe_decode);
 }
