@@ -161,7 +161,7 @@ class GatedMLP:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x) if self.gate_up is not None else (self.gate(x), self.up(x))
         if self.native is not None and gate.dtype == torch.float32:
-            return self.down(self.native.silu_mul(gate, up))
+            return self.down(self.native.silu_mul_(gate.contiguous(), up))
         return self.down(F.silu(gate) * up)
 
     @property

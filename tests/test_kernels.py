@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import mmap
+import time
 
 import numpy as np
 import pytest
@@ -23,6 +24,12 @@ from inference.linear import LinearKernel
 from inference.quants import block_geometry, dequantize, q4_k_scales_mins
 
 OUT, IN = 32, 512  # the smallest shape every kernel accepts
+
+
+@pytest.fixture(autouse=True)
+def quiet_cpus(monkeypatch):
+    """Kernel choices are measured here whatever else runs on the machine (see the busy-CPU test)."""
+    monkeypatch.setattr(selection, "others_keep_cpus_busy", lambda: False)
 
 
 def quantized(qtype: QT, out_features: int = OUT, in_features: int = IN, seed: int = 0) -> CheckpointTensor:
@@ -161,6 +168,42 @@ def test_one_token_calls_cost_at_least_their_bytes_over_the_bandwidth(monkeypatc
     assert len(probes) == 1  # measured once, then cached with the choices
     monkeypatch.setattr(selection, "_choices", None)
     assert selection.memory_bandwidth_gbs() == 0.5 and len(probes) == 1
+
+
+def test_nothing_is_measured_or_cached_while_other_processes_keep_the_cpus_busy(monkeypatch, tmp_path):
+    monkeypatch.setenv("QWEN_LSP_CACHE", str(tmp_path))
+    monkeypatch.setattr(selection, "_choices", None)
+    monkeypatch.setattr(selection, "others_keep_cpus_busy", lambda: True)
+    monkeypatch.setattr(selection, "measured_cost", lambda *a, **k: pytest.fail("measured on busy CPUs"))
+    kernel = selection.choose_kernel(quantized(QT.Q4_K))
+    assert kernel.reads_checkpoint_in_place  # the file's blocks in place, not a copy
+    assert selection._load_choices() == {} and not (tmp_path / "kernel-choices.json").exists()
+
+
+@pytest.mark.parametrize("others_share, busy", [(0.0, False), (0.1, False), (0.5, True)])
+def test_busy_cpus_count_other_processes_time_only(monkeypatch, others_share, busy):
+    import os
+
+    from inference.kernels import cpu_load
+
+    window = 0.01
+    capacity = window * os.sysconf("SC_CLK_TCK") * os.cpu_count()
+    own = iter([1000, 1000 + 5 * capacity])  # this process: five CPUs' worth, which never counts
+    total = iter([5000, 5000 + 5 * capacity + others_share * capacity])
+    monkeypatch.setattr(cpu_load, "_own_ticks", lambda: next(own))
+    monkeypatch.setattr(cpu_load, "_busy_ticks", lambda: next(total))
+    monkeypatch.setattr(cpu_load, "_last", None)
+    assert cpu_load.others_keep_cpus_busy(window) is busy
+    assert cpu_load.others_keep_cpus_busy(window) is busy  # remembered: the readers are not asked again
+
+
+def test_cpu_time_readers_see_this_process():
+    from inference.kernels import cpu_load
+
+    started = time.monotonic()
+    while time.monotonic() - started < 0.05:
+        pass
+    assert 0 < cpu_load._own_ticks() <= cpu_load._busy_ticks()
 
 
 def test_forced_kernel_is_used(monkeypatch, tmp_path):

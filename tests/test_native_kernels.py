@@ -26,6 +26,12 @@ INT8_ACTIVATION_BOUND = 2e-2
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def quiet_cpus(monkeypatch):
+    """Kernel choices are measured here whatever else runs on the machine (see the busy-CPU test)."""
+    monkeypatch.setattr(selection, "others_keep_cpus_busy", lambda: False)
+
+
 def native_kernel(ops, qtype: QT, out_features: int = 37, blocks: int = 3, seed: int = 0):
     tensor = quantized(qtype, out_features, blocks * block_geometry(qtype)[0], seed)
     return tensor, NativeBlockLinear(ops, tensor.data, qtype, *tensor.shape)

@@ -90,9 +90,12 @@ def test_few_token_attention_rejects_bad_shapes(native_ops):
         _native(native_ops, q[:, :5], k, v, [None, *biases[1:]], norms, rope, keys, values, 0)
 
 
-def test_rms_norm_and_silu_mul_match_tensor_code(native_ops):
+def test_rms_norm_and_silu_mul_in_place_match_tensor_code(native_ops):
     g = torch.Generator().manual_seed(2)
     x, weight = torch.randn(3, 5, 896, generator=g), torch.randn(896, generator=g)
     torch.testing.assert_close(native_ops.rms_norm(x, weight, EPS), _rms(x, weight), rtol=1e-5, atol=1e-6)
     gate, up = 8 * torch.randn(7, 4864, generator=g), torch.randn(7, 4864, generator=g)
-    torch.testing.assert_close(native_ops.silu_mul(gate, up), F.silu(gate) * up, rtol=1e-5, atol=1e-6)
+    expected = F.silu(gate) * up
+    out = native_ops.silu_mul_(gate, up)
+    assert out.data_ptr() == gate.data_ptr()  # in place
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

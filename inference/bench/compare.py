@@ -25,7 +25,7 @@ from .weight_bytes import gguf_decode_bytes
 ENGINES = ("qwen-lsp", "llama.cpp", "transformers")
 COLUMNS = (("prefill_tok_s", "prefill tok/s"), ("decode_tok_s", "decode tok/s"), ("ttft_ms", "FIM ttft ms"),
            ("peak_rss_mb", "peak RSS MB"), ("load_s", "load s"), ("decode_mb_per_token", "MB/token"),
-           ("bandwidth_use", "BW use %"))
+           ("bandwidth_gbs", "BW GB/s"), ("bandwidth_use", "BW use %"))
 
 
 def available_engines() -> list[str]:
@@ -59,7 +59,9 @@ def prepare_ours(model: Path, threads: int) -> None:
 
 
 def bench_model(path: Path, engines: list[str], threads: int, prompt_tokens: int, fim_tokens: int,
-                new_tokens: int, bandwidth_gbs: float) -> dict[str, dict]:
+                new_tokens: int) -> dict[str, dict]:
+    """Each engine's row; its bandwidth is measured just before and after its run (the mean), since a
+    shared host's bandwidth drifts over minutes."""
     from inference.checkpoint import open_checkpoint
 
     tokenizer = open_checkpoint(path).load_tokenizer()
@@ -71,13 +73,15 @@ def bench_model(path: Path, engines: list[str], threads: int, prompt_tokens: int
         for engine in engines:
             if engine == "qwen-lsp":
                 prepare_ours(path, threads)
+            before = read_bandwidth_gbs(threads)
             row = run_engine(engine, path, code_file, fim_file, new_tokens, threads)
+            row["bandwidth_gbs"] = (before + read_bandwidth_gbs(threads)) / 2
             if "error" not in row:
                 if "decode_bytes_per_token" not in row:
                     row["decode_bytes_per_token"] = gguf_decode_bytes(path, as_fp32=engine == "transformers")
                 row["decode_mb_per_token"] = row["decode_bytes_per_token"] / 1e6
                 achieved = row["decode_bytes_per_token"] * row["decode_tok_s"] / 1e9
-                row["bandwidth_use"] = 100 * achieved / bandwidth_gbs
+                row["bandwidth_use"] = 100 * achieved / row["bandwidth_gbs"]
             rows[engine] = row
             print(f"bench: {path.name} {engine} done", file=sys.stderr)
     return rows
@@ -112,8 +116,8 @@ def format_table(report: dict) -> str:
             cells = "".join(f"{values[key]:>13.2f}x" if key in values else f"{'':>14}" for key, _ in COLUMNS)
             lines.append(f"{'':<22}{'ours/' + other:<16}{cells}")
     lines.append("ratios: prefill and decode ours/other, ttft other/ours (>1x: we are faster), RSS ours/other")
-    lines.append(f"memory read bandwidth: {report['bandwidth_gbs']:.1f} GB/s on {report['threads']} threads; "
-                 "BW use = MB/token x decode tok/s / bandwidth")
+    lines.append(f"memory read bandwidth on {report['threads']} threads: {report['bandwidth_gbs']:.1f} GB/s at the start; "
+                 "BW use = MB/token x decode tok/s / BW GB/s (measured right before and after that engine's run)")
     if report.get("moe"):
         moe = report["moe"]
         lines.append(f"MoE decode: {moe['moe_ms_per_token']:.1f} ms/token vs dense same-active "
@@ -138,7 +142,7 @@ def run_bench(models: list[str], engines: list[str] | None = None, threads: int 
     report = dict(threads=threads, prompt_tokens=prompt_tokens, fim_tokens=fim_tokens, new_tokens=new_tokens,
                   bandwidth_gbs=bandwidth, load_average=os.getloadavg(), models={}, ratios={})
     for name in models:
-        rows = bench_model(resolve_model(name), engines, threads, prompt_tokens, fim_tokens, new_tokens, bandwidth)
+        rows = bench_model(resolve_model(name), engines, threads, prompt_tokens, fim_tokens, new_tokens)
         report["models"][name] = rows
         ours = rows.get("qwen-lsp", {})
         report["ratios"][name] = {

@@ -1108,20 +1108,26 @@ at::Tensor dequantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int
   check_weight(raw, qtype, k);
   const at::Tensor x = bf16 ? float_rows(x_in, k).to(at::kBFloat16) : float_rows(x_in, k);
   tile_rows = std::max<int64_t>(1, std::min(tile_rows, n));
-  at::Tensor y = at::empty({x.size(0), n}, x.options());
+  at::Tensor y = at::empty({x.size(0), n}, x_in.options().dtype(at::kFloat));
   at::Tensor tile = at::empty({tile_rows, k}, x.options());
+  // bf16 products land in a tile-wide buffer and widen into y (no whole bf16 output beside y).
+  at::Tensor product = bf16 ? at::empty({x.size(0), tile_rows}, x.options()) : at::Tensor();
   std::vector<int64_t> ids(tile_rows);
   for (int64_t start = 0; start < n; start += tile_rows) {
     const int64_t rows = std::min(tile_rows, n - start);
     for (int64_t i = 0; i < rows; ++i) ids[i] = start + i;
-    if (bf16)
-      dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<at::BFloat16>());
-    else
-      dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<float>());
     at::Tensor out = y.narrow(1, start, rows);
-    at::mm_out(out, x, tile.narrow(0, 0, rows).t());
+    if (bf16) {
+      dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<at::BFloat16>());
+      at::Tensor part = product.narrow(1, 0, rows);
+      at::mm_out(part, x, tile.narrow(0, 0, rows).t());
+      out.copy_(part);
+    } else {
+      dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<float>());
+      at::mm_out(out, x, tile.narrow(0, 0, rows).t());
+    }
   }
-  return bf16 ? y.to(at::kFloat) : y;
+  return y;
 }
 
 }  // namespace

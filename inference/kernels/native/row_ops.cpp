@@ -38,33 +38,33 @@ at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps
 }
 
 // silu(gate) * up, elementwise (gate and up of one shape, float32).
-at::Tensor silu_mul(const at::Tensor& gate_in, const at::Tensor& up_in) {
-  TORCH_CHECK(gate_in.scalar_type() == at::kFloat && up_in.scalar_type() == at::kFloat &&
-                  gate_in.sizes() == up_in.sizes(),
-              "silu_mul: gate and up must be float32 tensors of one shape");
-  const at::Tensor gate = gate_in.contiguous(), up = up_in.contiguous();
-  at::Tensor y = at::empty_like(gate);
-  const float *g = gate.data_ptr<float>(), *u = up.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
+// gate <- silu(gate) * up in place (a prefill's gate is megabytes: no second buffer beside it).
+at::Tensor silu_mul_(at::Tensor gate, const at::Tensor& up_in) {
+  TORCH_CHECK(gate.scalar_type() == at::kFloat && up_in.scalar_type() == at::kFloat && gate.is_contiguous() &&
+                  gate.sizes() == up_in.sizes(),
+              "silu_mul_: gate (contiguous) and up must be float32 tensors of one shape");
+  const at::Tensor up = up_in.contiguous();
+  float* g = gate.data_ptr<float>();
+  const float* u = up.data_ptr<float>();
   at::parallel_for(0, gate.numel(), kGrain, [&](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
       // silu(x) = x / (1 + e^-x), from e^-|x| so the exponential never overflows.
       const float x = g[i], t = exp_nonpositive(-std::fabs(x));
-      yp[i] = (x >= 0.f ? x / (1.f + t) : x * t / (1.f + t)) * u[i];
+      g[i] = (x >= 0.f ? x / (1.f + t) : x * t / (1.f + t)) * u[i];
     }
   });
-  return y;
+  return gate;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(qwen_ggml, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
-  m.def("silu_mul(Tensor gate, Tensor up) -> Tensor");
+  m.def("silu_mul_(Tensor(a!) gate, Tensor up) -> Tensor(a!)");
 }
 
 TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) {
   m.impl("rms_norm", &rms_norm);
-  m.impl("silu_mul", &silu_mul);
+  m.impl("silu_mul_", &silu_mul_);
 }
