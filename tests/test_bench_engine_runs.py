@@ -16,3 +16,14 @@ def test_peak_rss_is_the_child_process_own():
     code = "from inference.bench.engine_runs import _peak_rss_mb; print(_peak_rss_mb())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert float(done.stdout) < 200  # a bare interpreter; ru_maxrss would say the parent's > 256 MB
+
+
+def test_bench_random_moe_checkpoints_hold_as_many_experts_as_their_router_rows():
+    """The MoE and hybrid speed checks decode random checkpoints: every expert the router can pick exists."""
+    from inference.bench.hybrid_decode import HybridRandomCheckpoint, hybrid_config
+    from inference.bench.moe_decode import RandomCheckpoint, moe_config
+
+    for checkpoint in (RandomCheckpoint(moe_config()), HybridRandomCheckpoint(hybrid_config())):
+        experts = checkpoint.config.num_experts
+        assert checkpoint.tensor("blk.0.ffn_gate_inp.weight").shape[0] == experts
+        assert len(checkpoint.expert_tensors(0, "down")) == experts

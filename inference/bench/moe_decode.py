@@ -65,9 +65,10 @@ class RandomCheckpoint:
 
     def expert_tensors(self, layer: int, projection: str) -> list[CheckpointTensor]:
         out_features, in_features = self._shape(f"ffn_{projection}_exps")
-        stacked = self._q8_0((EXPERTS, out_features, in_features))
+        experts = self.config.num_experts
+        stacked = self._q8_0((experts, out_features, in_features))
         return [CheckpointTensor(f"blk.{layer}.ffn_{projection}_exps[{e}]", (out_features, in_features), stacked[e],
-                                 QT.Q8_0) for e in range(EXPERTS)]
+                                 QT.Q8_0) for e in range(experts)]
 
     def _shape(self, name: str) -> tuple[int, int]:
         c = self.config
