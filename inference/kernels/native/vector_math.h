@@ -9,8 +9,14 @@
 
 namespace qwen_native {
 
-// e^x for x <= 0 (Cephes' polynomial; relative error ~1e-7), in a form `omp simd` loops vectorize.
+// Below this e^x is taken as 0: smaller results, times a value, fall into denormals, which cost a
+// microcode assist per operation (a softmax over 1.5k keys ran 30% slower on some prompts).
+constexpr float kExpCutoff = -70.f;
+
+// e^x for x <= 0 (Cephes' polynomial; relative error ~1e-7; 0 below kExpCutoff, under 4e-31), in a
+// form `omp simd` loops vectorize.
 inline float exp_nonpositive(float x) {
+  const bool negligible = x < kExpCutoff;
   x = std::max(x, -87.f);
   const float n = std::nearbyint(x * 1.44269504f);
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
@@ -23,7 +29,7 @@ inline float exp_nonpositive(float x) {
   const int32_t bits = (int32_t(n) + 127) << 23;
   float two_to_n;
   std::memcpy(&two_to_n, &bits, 4);
-  return (p * r * r + r + 1.f) * two_to_n;
+  return negligible ? 0.f : (p * r * r + r + 1.f) * two_to_n;
 }
 
 inline float dot(const float* a, const float* b, int64_t n) {
