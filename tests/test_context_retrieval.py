@@ -70,13 +70,34 @@ def test_imported_names_resolve_to_their_definitions(tmp_path):
     account = by_path[("bank/models.py", "import")]
     assert account.text.startswith("class Account:")
     assert '"""A bank account with a balance."""' in account.text
-    assert "def deposit(self, amount: int) -> int: ..." in account.text  # members as stubs
+    # members as header and docstring line (or first body line): real code, no "..." stubs
+    assert 'def deposit(self, amount: int) -> int:\n        """Add money and return the new balance."""' in account.text
+    assert "    def withdraw(self, amount: int) -> int:\n        if amount > self.balance:\n" in account.text
+    assert "..." not in account.text
     assert "        self.owner = owner" in account.text  # __init__ keeps what it sets
     assert "self.balance -= amount" not in account.text  # long bodies are not inlined
-    assert "Add money" not in account.text and "..." not in account.text.split("\n")[1]
     fee = by_path[("bank/fees.py", "import")]
     assert fee.text == FEES.rstrip("\n")  # short definitions come whole
     assert result.snippets[0].source == "import"
+
+
+def test_outlines_skip_docstring_words_and_show_a_long_function_head(tmp_path):
+    index = make(tmp_path)
+    server = ('class Server:\n    """Base server.\n\n    Parameters\n    protocol_cls\n    """\n'
+              '    protocol: int\n\n' + "".join(f"    def m{i}(self):\n        x = {i}\n        y = x\n        return y\n\n" for i in range(3)))
+    long_fn = ('def serve(port):\n    """Serve forever."""\n    sock = open_socket(\n        port)\n'
+               + "".join(f"    step_{i}()\n" for i in range(20)))
+    (index.root / "bank/server.py").write_text(server + "\n\n" + long_fn)
+    index.index_all()
+    retriever = ContextRetriever(index, count)
+    definitions = {d.name: d for d in index.symbols("bank/server.py").definitions}
+    outline = retriever._render("bank/server.py", definitions["Server"], "import", 1.0).text
+    assert "Parameters" not in outline.replace('"""Base server."""', "")
+    assert "protocol_cls" not in outline and "    protocol: int" in outline
+    assert "    def m1(self):\n        x = 1" in outline
+    head = retriever._render("bank/server.py", definitions["serve"], "import", 1.0).text
+    assert head.split("\n") == ["def serve(port):", '    """Serve forever."""', "    sock = open_socket(",
+                                 "        port)", "    step_0()", "    step_1()", "    step_2()", "    step_3()"]
 
 
 def test_a_definition_too_long_for_its_room_is_cut_not_dropped(tmp_path):

@@ -32,8 +32,10 @@ MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
 DEFINITION_SOURCES = ("import", "local", "repo")  # cut to fit rather than left out
 MIN_CUT_TOKENS = 48  # a definition cut shorter than this says too little
 SHORT_MEMBER_LINES = 3  # members this short keep their text in a class outline
+BODY_HEAD_LINES = 6  # a long function shows its header, docstring and this many body lines
 _SELF_ASSIGN_RE = re.compile(r"\s*self\.[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?=[^=]")
 _FIELD_RE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?(=[^=]|$)")
+_TRIPLE_QUOTE_RE = re.compile(r'"""|\'\'\'')
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
 self cls this super function const let var return if else elif for while class struct impl fn
@@ -209,8 +211,9 @@ class ContextRetriever:
         return Snippet(path, start, end, body, source, SOURCE_WEIGHT[source] * weight)
 
     def _outline(self, path: str, definition: Definition, lines: list[str]) -> str:
-        """Header, first docstring line, then (for classes) fields and members as stubs:
-        ``__init__`` keeps its attribute assignments, short members their text."""
+        """Header, first docstring line, then (for classes) fields and members, each as its
+        header and docstring line or first body line: ``__init__`` keeps its attribute
+        assignments, short members their text; a long function its first body lines."""
         python = path.endswith((".py", ".pyi"))
         indent = _indent(lines[definition.start_line]) if definition.start_line < len(lines) else ""
         inner = indent + ("    " if python else "  ")
@@ -235,11 +238,17 @@ class ContextRetriever:
                 parts.append(_indent(member_lines[0]) + member.signature.strip())
                 parts += [l for l in member_lines[1:]
                           if _SELF_ASSIGN_RE.match(l) and _depth(l) == 0][:12] or \
-                    [_indent(member_lines[0]) + "    ..."]
+                    _body_head(member, member_lines, 1)
             else:
-                parts.append(_indent(member_lines[0]) + member.signature.strip() + " ...")
-        if not members:
-            parts.append(inner + ("..." if python else comment_prefix(path) + " ..."))
+                parts.append(_indent(member_lines[0]) + member.signature.strip())
+                member_doc = _doc_line(member.doc)
+                parts += [_indent(member_lines[0]) + "    " + member_doc] if member_doc else \
+                    _body_head(member, member_lines, 1)
+        if not members and python:
+            parts += _body_head(definition, lines[definition.start_line:definition.end_line + 1],
+                                BODY_HEAD_LINES)
+        elif not members:
+            parts.append(inner + comment_prefix(path) + " ...")
         return "\n".join(parts)
 
     def _sibling(self, rel_path: str) -> list[Snippet]:
@@ -411,11 +420,42 @@ def _doc_line(doc: str) -> str:
 
 def _fields(lines: list[str], definition: Definition, members: list[Definition],
             inner: str) -> list[str]:
-    """A class's own assignments and annotations (fields, constants), outside its members."""
+    """A class's own assignments and annotations (fields, constants), outside its members
+    and its strings (a docstring's words read like bare annotations)."""
     inside = {n for m in members for n in range(m.start_line, m.end_line + 1)}
     end = min(definition.end_line + 1, len(lines))
+    inside |= _string_lines(lines, definition.start_line + 1, end)
     return [lines[n] for n in range(definition.start_line + 1, end)
             if n not in inside and _indent(lines[n]) == inner and _FIELD_RE.match(lines[n])][:12]
+
+
+def _string_lines(lines: list[str], start: int, end: int) -> set[int]:
+    """Lines in [start, end) that open, continue or close a triple-quoted string."""
+    found, quote = set(), None
+    for n in range(start, end):
+        text = lines[n]
+        for match in _TRIPLE_QUOTE_RE.finditer(text):
+            if quote is None:
+                quote = match.group(0)
+            elif match.group(0) == quote:
+                quote = None
+            found.add(n)
+        if quote is not None:
+            found.add(n)
+    return found
+
+
+def _body_head(definition: Definition, def_lines: list[str], count: int) -> list[str]:
+    """Up to ``count`` first lines of a Python definition's body after its docstring, whole
+    statements only: real code, where a stub's "..." is what a small model copies."""
+    first = definition.signature.strip().count("\n") + 1
+    strings = _string_lines(def_lines, first, len(def_lines))
+    while first in strings:
+        first += 1
+    body = [l for l in def_lines[first:] if l.strip()][:count]
+    while body and _depth("\n".join(body)) != 0:
+        body.pop()
+    return body
 
 
 def _depth(text: str) -> int:
