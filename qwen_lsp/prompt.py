@@ -27,8 +27,10 @@ from .context.statements import statement_start
 WINDOW_SNAP_LINES = 16
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
 # files go from the least to the most relevant source: the model attends most to what is
-# closest to the current file, so the definitions the cursor uses come last
-SOURCE_ORDER = {"similar": 0, "recent": 1, "sibling": 2, "repo": 3, "import": 4, "local": 4}
+# closest to the current file, so the definitions the cursor uses come last, and the calls of
+# the function being called (the argument lists a small model copies) after them
+SOURCE_ORDER = {"similar": 0, "recent": 1, "sibling": 2, "repo": 3, "import": 4, "local": 4,
+                "usage": 5}
 
 
 class Tokenizer(Protocol):

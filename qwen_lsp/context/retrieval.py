@@ -1,8 +1,9 @@
 """Context retrieval: what the code at the cursor refers to, ranked and cut to a token budget.
 
 Sources, strongest first: definitions of the names used near the cursor (imports resolved to
-their files, then same-named definitions elsewhere in the repo); the sibling test or
-implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
+their files, then same-named definitions elsewhere in the repo; the call the cursor is in
+first, project imports the file does not use yet next); calls of that function in other files;
+the sibling test or implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
 The current file's imports, enclosing headers and the definitions it uses from beyond the
 local window come back apart, as a ``head`` for the prompt builder to put before the window.
 """
@@ -21,11 +22,15 @@ from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
 from .statements import statement_start
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
+from .usages import MAX_CALL_LINES, call_sites, callee_at
 from .workspace_index import WorkspaceIndex
 
 NEAR_LINES_BEFORE = 30
 NEAR_LINES_AFTER = 5
 FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used near the cursor
+UNUSED_IMPORT_WEIGHT = 1.0  # ... and used nowhere in the file yet: likely what comes next
+CALLEE_WEIGHT = 3.0  # added to the name of the call the cursor is in
+CALL_SITES = 3  # calls of that name elsewhere shown
 MAX_OUTLINE_MEMBERS = 24
 CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
@@ -49,7 +54,7 @@ go defer chan map range select struct include define ifdef ifndef endif args kwa
 
 # ranking weights per source; definitions of what the cursor uses come first
 SOURCE_WEIGHT = {"import": 3.0, "local": 2.4, "repo": 1.6, "sibling": 1.0, "recent": 1.2,
-                 "similar": 0.8}
+                 "similar": 0.8, "usage": 2.0}
 
 
 @dataclass
@@ -60,7 +65,7 @@ class Snippet:
     start_line: int
     end_line: int  # exclusive
     text: str
-    source: str  # import | local | repo | sibling | recent | similar | outline | imports
+    source: str  # import | local | repo | usage | sibling | recent | similar | outline | imports
     score: float
     tokens: int = 0
 
@@ -97,11 +102,15 @@ class ContextRetriever:
         col = max(0, min(col, len(lines[line])))
         symbols = self._symbols(rel_path, text)
         weights, attrs = _query(lines, line, col)
+        callee = callee_at("\n".join(lines[max(0, line - MAX_CALL_LINES):line] + [lines[line][:col]]))
+        if callee:
+            weights[callee] += CALLEE_WEIGHT
         window_lines = {l.strip() for l in lines[window[0]:window[1]] if l.strip()}
 
         definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window)
         local = sorted((s for s in definitions if s.source == "local"), key=lambda s: -s.score)
         candidates = [s for s in definitions if s.source != "local"]
+        candidates += self._usages(rel_path, callee) if callee else []
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
         candidates += self._similar(rel_path, lines, line)
@@ -167,7 +176,8 @@ class ContextRetriever:
                       if d.parent is None and d.start_line < len(lines)
                       and not lines[d.start_line][:1].isspace()}
         defined_here = {d.name for d in symbols.definitions}
-        ranked = Counter({name: FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
+        ranked = Counter({name: UNUSED_IMPORT_WEIGHT if symbols.identifiers[name] <= 1
+                          else FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
         ranked.update({name: weight for name, weight in weights.items()
                        if weight > ranked[name]})
         for name, weight in ranked.most_common():
@@ -250,6 +260,13 @@ class ContextRetriever:
         elif not members:
             parts.append(inner + comment_prefix(path) + " ...")
         return "\n".join(parts)
+
+    def _usages(self, rel_path: str, callee: str) -> list[Snippet]:
+        """How other files call the function the cursor is calling."""
+        sites = call_sites(self.index.chunks, self.index.text, callee, rel_path, CALL_SITES)
+        return [Snippet(s.path, s.start_line, s.end_line, s.text, "usage",
+                        SOURCE_WEIGHT["usage"] * CALLEE_WEIGHT / (1 + rank))
+                for rank, s in enumerate(sites)]
 
     def _sibling(self, rel_path: str) -> list[Snippet]:
         for candidate in sibling_paths(rel_path):
@@ -453,8 +470,8 @@ def _body_head(definition: Definition, def_lines: list[str], count: int) -> list
     while first in strings:
         first += 1
     body = [l for l in def_lines[first:] if l.strip()][:count]
-    while body and _depth("\n".join(body)) != 0:
-        body.pop()
+    while body and (_depth("\n".join(body)) != 0 or body[-1].rstrip().endswith(":")):
+        body.pop()  # an open bracket or a block header without its block
     return body
 
 
