@@ -72,7 +72,7 @@ def test_imported_names_resolve_to_their_definitions(tmp_path):
     assert '"""A bank account with a balance."""' in account.text
     # members as header and docstring line (or first body line): real code, no "..." stubs
     assert 'def deposit(self, amount: int) -> int:\n        """Add money and return the new balance."""' in account.text
-    assert "    def withdraw(self, amount: int) -> int:\n        if amount > self.balance:\n" in account.text
+    assert "    def withdraw(self, amount: int) -> int:\n        if amount > self.balance:\n            raise ValueError(\"insufficient funds\")\n    def extra_0" in account.text
     assert "..." not in account.text
     assert "        self.owner = owner" in account.text  # __init__ keeps what it sets
     assert "self.balance -= amount" not in account.text  # long bodies are not inlined

@@ -31,6 +31,7 @@ FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used
 UNUSED_IMPORT_WEIGHT = 1.0  # ... and used nowhere in the file yet: likely what comes next
 CALLEE_WEIGHT = 3.0  # added to the name of the call the cursor is in
 CALL_SITES = 3  # calls of that name elsewhere shown
+SIMILAR_AT_LINE_START = 2.0  # similar code weighs more where a new statement starts
 MAX_OUTLINE_MEMBERS = 24
 CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
@@ -113,7 +114,9 @@ class ContextRetriever:
         candidates += self._usages(rel_path, callee) if callee else []
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
-        candidates += self._similar(rel_path, lines, line)
+        fresh_line = not lines[line][:col].strip()  # a new statement: what it is, is open
+        candidates += self._similar(rel_path, lines, line,
+                                    SIMILAR_AT_LINE_START if fresh_line else SOURCE_WEIGHT["similar"])
         head = self._head(rel_path, lines, symbols, line, window, weights) + local
 
         if head_budget_tokens is None:
@@ -297,7 +300,7 @@ class ContextRetriever:
                                      SOURCE_WEIGHT["recent"] / (1 + rank)))
         return found
 
-    def _similar(self, rel_path: str, lines: list[str], line: int) -> list[Snippet]:
+    def _similar(self, rel_path: str, lines: list[str], line: int, weight: float) -> list[Snippet]:
         query = Counter(IDENT_RE.findall("\n".join(lines[max(0, line - 12):line + 1])))
         for word in COMMON_WORDS & query.keys():
             del query[word]
@@ -313,7 +316,7 @@ class ContextRetriever:
             body = "\n".join(file_lines[start:chunk.end_line])
             if body.strip():
                 found.append(Snippet(chunk.path, start, chunk.end_line, body, "similar",
-                                     SOURCE_WEIGHT["similar"] * score / top))
+                                     weight * score / top))
         return found
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
@@ -469,7 +472,10 @@ def _body_head(definition: Definition, def_lines: list[str], count: int) -> list
     strings = _string_lines(def_lines, first, len(def_lines))
     while first in strings:
         first += 1
-    body = [l for l in def_lines[first:] if l.strip()][:count]
+    rest = [l for l in def_lines[first:] if l.strip()]
+    body = rest[:count]
+    if body and body[-1].rstrip().endswith(":") and len(rest) > count:
+        body.append(rest[count])  # a block header keeps its first line
     while body and (_depth("\n".join(body)) != 0 or body[-1].rstrip().endswith(":")):
         body.pop()  # an open bracket or a block header without its block
     return body
