@@ -165,6 +165,18 @@ def test_head_carries_imports_and_enclosing_headers_beyond_the_window(tmp_path):
     assert len(lines) == 8
 
 
+def test_head_puts_imports_of_names_not_used_yet_first(tmp_path):
+    index = make(tmp_path)
+    text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\nx = Account(1)\n"
+            + "\n" * 40 + "def charge(owner):\n    return ")
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400,
+        head_budget_tokens=12)
+    assert [s.text for s in result.head if s.source == "imports"] == [
+        "from bank.fees import monthly_fee"]
+
+
 def test_positions_past_the_end_are_clamped(tmp_path):
     retriever = ContextRetriever(make(tmp_path), count)
     result = retriever.retrieve("bank/service.py", SERVICE, 999, 999, (0, 8), 100)

@@ -322,7 +322,7 @@ class ContextRetriever:
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
               window: tuple[int, int], weights: Counter) -> list[Snippet]:
         """Before the window: the headers enclosing the cursor, then the import statements
-        that bind names used near it."""
+        that bind names used near it or not used yet, then the other project imports."""
         head: list[Snippet] = []
         enclosing = [d for d in symbols.definitions
                      if d.start_line < window[0] and d.end_line >= line]
@@ -336,7 +336,8 @@ class ContextRetriever:
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
         starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
-                         and any(name in weights for name in imp.bindings)})
+                         and any(name in weights or symbols.identifiers[name] <= 1
+                                 for name in imp.bindings if name != "*")})
         starts += sorted({imp.line for imp in symbols.imports if imp.line < window[0]
                           and imp.line not in starts and self._is_project_import(imp, rel_path)})
         for start in starts:
