@@ -50,10 +50,13 @@ def call_sites(chunks: ChunkIndex, text_of, name: str, exclude: str, limit: int)
     call = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"\s*\(")
     found: list[CallSite] = []
     seen_lines: set[tuple[str, int]] = set()
+    file_lines: dict[str, list[str]] = {}
     for chunk in chunks.containing(name):
         if chunk.path == exclude:
             continue
-        lines = (text_of(chunk.path) or "").split("\n")
+        if chunk.path not in file_lines:
+            file_lines[chunk.path] = (text_of(chunk.path) or "").split("\n")
+        lines = file_lines[chunk.path]
         for number in range(chunk.start_line, min(chunk.end_line, len(lines))):
             if (chunk.path, number) in seen_lines:
                 continue
