@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 
 from .context.languages import comment_prefix
 from .context.retrieval import Snippet
-from .context.statements import statement_start
+from .context.statements import code_start
 
 WINDOW_SNAP_LINES = 16
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
@@ -116,7 +116,7 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         start = min(line, -(-start // WINDOW_SNAP_LINES) * WINDOW_SNAP_LINES)
     if anchor is not None and anchor != start and _anchor_fits(lines, anchor, line, used_at_cursor, count_tokens, budgets):
         start = anchor
-    start = statement_start(lines, start, line)
+    start = code_start(lines, start, line)
     prefix = "\n".join(lines[start:line] + [current_prefix])
 
     suffix_parts = [current_suffix]

@@ -204,3 +204,20 @@ def test_recent_regions_merge_and_order():
     assert all(r.path != "c.py" for r in recent.regions(exclude_path="c.py"))
     recent.forget_file("c.py")
     assert recent.regions() == []
+
+
+def test_tab_indented_outlines_and_chunks_cut_inside_a_docstring(tmp_path):
+    root = tmp_path / "tabs"
+    root.mkdir()
+    members = "".join(f'\tdef m{i}(self):\n\t\t"""Step {i}."""\n\t\treturn {i}\n\n' for i in range(4))
+    (root / "spec.py").write_text('class Spec:\n\t"""A spec."""\n\n' + members)
+    doc = "".join(f"\t*line {i}* of the doc\n" for i in range(12))
+    (root / "util.py").write_text(f'def norm(path):\n\t"""\n{doc}\t"""\n\treturn path.strip()\n')
+    index = WorkspaceIndex(root)
+    index.index_all()
+    retriever = ContextRetriever(index, count)
+    outline = retriever._render("spec.py", index.symbols("spec.py").definitions[0], "import", 1.0).text
+    assert outline.startswith('class Spec:\n\t"""A spec."""\n\tdef m0(self):\n\t\t"""Step 0."""\n')
+    similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 1.0)
+    assert similar and all(not s.text.lstrip().startswith(("*line", '"""')) for s in similar)
+    assert any(s.text == "\treturn path.strip()\n" or s.text.startswith("\treturn path.strip()") for s in similar)

@@ -20,7 +20,7 @@ from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .statements import statement_start
+from .statements import TRIPLE_QUOTE_RE, code_start
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
 from .usages import MAX_CALL_LINES, call_sites, callee_at
 from .workspace_index import WorkspaceIndex
@@ -41,7 +41,6 @@ SHORT_MEMBER_LINES = 3  # members this short keep their text in a class outline
 BODY_HEAD_LINES = 6  # a long function shows its header, docstring and this many body lines
 _SELF_ASSIGN_RE = re.compile(r"\s*self\.[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?=[^=]")
 _FIELD_RE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?(=[^=]|$)")
-_TRIPLE_QUOTE_RE = re.compile(r'"""|\'\'\'')
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
 self cls this super function const let var return if else elif for while class struct impl fn
@@ -229,7 +228,7 @@ class ContextRetriever:
         assignments, short members their text; a long function its first body lines."""
         python = path.endswith((".py", ".pyi"))
         indent = _indent(lines[definition.start_line]) if definition.start_line < len(lines) else ""
-        inner = indent + ("    " if python else "  ")
+        inner = _inner_indent(lines, definition, indent, "    " if python else "  ")
         header = indent + definition.signature.strip()
         parts = [header + (":" if python and not header.endswith(":") else "")]
         doc = _doc_line(definition.doc) if python else short_doc(definition.doc)
@@ -255,7 +254,8 @@ class ContextRetriever:
             else:
                 parts.append(_indent(member_lines[0]) + member.signature.strip())
                 member_doc = _doc_line(member.doc)
-                parts += [_indent(member_lines[0]) + "    " + member_doc] if member_doc else \
+                member_inner = _inner_indent(lines, member, _indent(member_lines[0]), "    ")
+                parts += [member_inner + member_doc] if member_doc else \
                     _body_head(member, member_lines, 1)
         if not members and python:
             parts += _body_head(definition, lines[definition.start_line:definition.end_line + 1],
@@ -312,7 +312,7 @@ class ContextRetriever:
             if text is None:
                 continue
             file_lines = text.split("\n")
-            start = statement_start(file_lines, chunk.start_line, chunk.end_line)
+            start = code_start(file_lines, chunk.start_line, chunk.end_line)
             body = "\n".join(file_lines[start:chunk.end_line])
             if body.strip():
                 found.append(Snippet(chunk.path, start, chunk.end_line, body, "similar",
@@ -332,7 +332,7 @@ class ContextRetriever:
             if rel_path.endswith(".py") and not body.endswith(":"):
                 body += ":"
             if definition.doc:
-                body += "\n" + indent + "    " + short_doc(definition.doc)
+                body += "\n" + _inner_indent(lines, definition, indent, "    ") + short_doc(definition.doc)
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
         starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
@@ -455,7 +455,7 @@ def _string_lines(lines: list[str], start: int, end: int) -> set[int]:
     found, quote = set(), None
     for n in range(start, end):
         text = lines[n]
-        for match in _TRIPLE_QUOTE_RE.finditer(text):
+        for match in TRIPLE_QUOTE_RE.finditer(text):
             if quote is None:
                 quote = match.group(0)
             elif match.group(0) == quote:
@@ -464,6 +464,16 @@ def _string_lines(lines: list[str], start: int, end: int) -> set[int]:
         if quote is not None:
             found.add(n)
     return found
+
+
+def _inner_indent(lines: list[str], definition: Definition, indent: str, step: str) -> str:
+    """The indentation of a definition's body as the file writes it (tabs stay tabs)."""
+    first = definition.start_line + definition.signature.strip().count("\n") + 1
+    for text in lines[first:min(definition.end_line + 1, first + 8)]:
+        if text.strip():
+            inner = _indent(text)
+            return inner if len(inner) > len(indent) and inner.startswith(indent) else indent + step
+    return indent + step
 
 
 def _body_head(definition: Definition, def_lines: list[str], count: int) -> list[str]:
