@@ -221,3 +221,15 @@ def test_tab_indented_outlines_and_chunks_cut_inside_a_docstring(tmp_path):
     similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 1.0)
     assert similar and all(not s.text.lstrip().startswith(("*line", '"""')) for s in similar)
     assert any(s.text == "\treturn path.strip()\n" or s.text.startswith("\treturn path.strip()") for s in similar)
+
+
+def test_module_constants_rank_below_functions_used_as_much(tmp_path):
+    root = tmp_path / "consts"
+    root.mkdir()
+    (root / "lib.py").write_text("LIMIT = 10\n\n\ndef clamp(x):\n    return min(x, LIMIT)\n")
+    index = WorkspaceIndex(root)
+    index.index_all()
+    text = "from lib import LIMIT, clamp\n\ny = clamp(3) + LIMIT\nz = "
+    result = ContextRetriever(index, count).retrieve("main.py", text, 3, 4, (0, 4), 400)
+    scores = {s.text.split()[0]: s.score for s in result.snippets}
+    assert scores["def"] > scores["LIMIT"]

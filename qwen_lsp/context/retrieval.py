@@ -31,6 +31,7 @@ FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used
 UNUSED_IMPORT_WEIGHT = 1.0  # ... and used nowhere in the file yet: likely what comes next
 CALLEE_WEIGHT = 3.0  # added to the name of the call the cursor is in
 CALL_SITES = 3  # calls of that name elsewhere shown
+CONSTANT_WEIGHT = 0.3  # a module-level assignment (alias, constant) says little beyond its name
 SIMILAR_AT_LINE_START = 2.0  # similar code weighs more where a new statement starts
 MAX_OUTLINE_MEMBERS = 24
 CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
@@ -220,6 +221,8 @@ class ContextRetriever:
             body = "\n".join(lines[start:end])
         else:
             body = self._outline(path, definition, lines)
+        if definition.kind == "constant":
+            weight *= CONSTANT_WEIGHT
         return Snippet(path, start, end, body, source, SOURCE_WEIGHT[source] * weight)
 
     def _outline(self, path: str, definition: Definition, lines: list[str]) -> str:
