@@ -142,13 +142,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def format_table(summaries: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One line per (strategy, kind): n, EM, ES, first-line EM, latency percentiles."""
-    header = (f"{'strategy':<14}{'kind':<11}{'n':>4}{'EM':>7}{'ES':>7}{'1st-EM':>8}"
+    """One line per (strategy, kind or project): n, EM, ES, first-line EM, latency percentiles."""
+    header = (f"{'strategy':<14}{'kind':<28}{'n':>4}{'EM':>7}{'ES':>7}{'1st-EM':>8}"
               f"{'ctx p50':>9}{'ctx p90':>9}{'total p50':>11}{'prompt tok':>12}")
     lines = [header, "-" * len(header)]
     for strategy, summary in summaries.items():
         for kind, s in summary.items():
-            lines.append(f"{strategy:<14}{kind:<11}{s['n']:>4}{s['em']:>7.1f}{s['es']:>7.1f}"
+            lines.append(f"{strategy:<14}{kind:<28}{s['n']:>4}{s['em']:>7.1f}{s['es']:>7.1f}"
                          f"{s['first_line_em']:>8.1f}{s['context_ms_p50']:>9.1f}"
                          f"{s['context_ms_p90']:>9.1f}{s['total_ms_p50']:>11.1f}"
                          f"{s['prompt_tokens_mean']:>12.1f}")

@@ -20,6 +20,7 @@ FENCE_RE = re.compile(r"^\s*```")
 OPENERS, CLOSERS = "([{", ")]}"
 PAIRS = dict(zip(CLOSERS, OPENERS))
 MAX_LINES = 16
+UNCLOSED_LINES = 30  # lines before the cursor searched for a bracket a completion may close
 MIN_REPEATED_CHARS = 10  # a completion line equal to a line below this long is a repeat
 _BLOCK_OPENER_RE = re.compile(r"(:|\{|\(|\[|=>|->|\bdo|\bthen)\s*$")
 _CLOSING_ONLY_RE = re.compile(r"^[\s)\]}>;,'\"`]*$")
@@ -197,11 +198,15 @@ def drop_repeated_lines(lines: list[str]) -> list[str]:
 
 
 def balance_brackets(text: str, ctx: CursorContext) -> str:
-    """Cut where the completion closes a bracket that the rest of the line already closes:
-    `f(` + `x) or (` before `)` gives `x`; `max(1, f(` + `len(items))` before `)` keeps both."""
+    """Cut where the completion closes a bracket that the rest of the line already closes, or
+    one nothing before it opened: `f(` + `x) or (` before `)` gives `x`; `max(1, f(` +
+    `len(items))` before `)` keeps both; `x = ` + `g(y))` gives `g(y)`, but after an open
+    `f(` on a line above, `y)` stays."""
     open_before = len(_unclosed(ctx.line_prefix))
     closed_after = _closers_at_depth_zero(ctx.line_suffix)
     allowance = max(0, open_before - closed_after)
+    # nothing left open above either: a closer past the allowance closes nothing
+    cut_stray = closed_after or not _unclosed("\n".join(ctx.prefix.split("\n")[-UNCLOSED_LINES:]))
     depth = 0
     for i, char in _code_chars(text):
         if char in OPENERS:
@@ -212,7 +217,7 @@ def balance_brackets(text: str, ctx: CursorContext) -> str:
             elif allowance > 0:
                 allowance -= 1
             else:
-                return text[:i].rstrip() if closed_after else text
+                return text[:i].rstrip() if cut_stray else text
     return text
 
 

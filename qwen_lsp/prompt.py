@@ -22,13 +22,15 @@ from typing import Callable, Protocol
 
 from .context.languages import comment_prefix
 from .context.retrieval import Snippet
-from .context.statements import statement_start
+from .context.statements import code_start
 
 WINDOW_SNAP_LINES = 16
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
 # files go from the least to the most relevant source: the model attends most to what is
-# closest to the current file, so the definitions the cursor uses come last
-SOURCE_ORDER = {"similar": 0, "recent": 1, "sibling": 2, "repo": 3, "import": 4, "local": 4}
+# closest to the current file, so the definitions the cursor uses come last, and the calls of
+# the function being called (the argument lists a small model copies) after them
+SOURCE_ORDER = {"similar": 0, "recent": 1, "sibling": 2, "repo": 3, "import": 4, "local": 4,
+                "usage": 5}
 
 
 class Tokenizer(Protocol):
@@ -114,7 +116,7 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         start = min(line, -(-start // WINDOW_SNAP_LINES) * WINDOW_SNAP_LINES)
     if anchor is not None and anchor != start and _anchor_fits(lines, anchor, line, used_at_cursor, count_tokens, budgets):
         start = anchor
-    start = statement_start(lines, start, line)
+    start = code_start(lines, start, line)
     prefix = "\n".join(lines[start:line] + [current_prefix])
 
     suffix_parts = [current_suffix]

@@ -70,13 +70,34 @@ def test_imported_names_resolve_to_their_definitions(tmp_path):
     account = by_path[("bank/models.py", "import")]
     assert account.text.startswith("class Account:")
     assert '"""A bank account with a balance."""' in account.text
-    assert "def deposit(self, amount: int) -> int: ..." in account.text  # members as stubs
+    # members as header and docstring line (or first body line): real code, no "..." stubs
+    assert 'def deposit(self, amount: int) -> int:\n        """Add money and return the new balance."""' in account.text
+    assert "    def withdraw(self, amount: int) -> int:\n        if amount > self.balance:\n            raise ValueError(\"insufficient funds\")\n    def extra_0" in account.text
+    assert "..." not in account.text
     assert "        self.owner = owner" in account.text  # __init__ keeps what it sets
     assert "self.balance -= amount" not in account.text  # long bodies are not inlined
-    assert "Add money" not in account.text and "..." not in account.text.split("\n")[1]
     fee = by_path[("bank/fees.py", "import")]
     assert fee.text == FEES.rstrip("\n")  # short definitions come whole
     assert result.snippets[0].source == "import"
+
+
+def test_outlines_skip_docstring_words_and_show_a_long_function_head(tmp_path):
+    index = make(tmp_path)
+    server = ('class Server:\n    """Base server.\n\n    Parameters\n    protocol_cls\n    """\n'
+              '    protocol: int\n\n' + "".join(f"    def m{i}(self):\n        x = {i}\n        y = x\n        return y\n\n" for i in range(3)))
+    long_fn = ('def serve(port):\n    """Serve forever."""\n    sock = open_socket(\n        port)\n'
+               + "".join(f"    step_{i}()\n" for i in range(20)))
+    (index.root / "bank/server.py").write_text(server + "\n\n" + long_fn)
+    index.index_all()
+    retriever = ContextRetriever(index, count)
+    definitions = {d.name: d for d in index.symbols("bank/server.py").definitions}
+    outline = retriever._render("bank/server.py", definitions["Server"], "import", 1.0).text
+    assert "Parameters" not in outline.replace('"""Base server."""', "")
+    assert "protocol_cls" not in outline and "    protocol: int" in outline
+    assert "    def m1(self):\n        x = 1" in outline
+    head = retriever._render("bank/server.py", definitions["serve"], "import", 1.0).text
+    assert head.split("\n") == ["def serve(port):", '    """Serve forever."""', "    sock = open_socket(",
+                                 "        port)", "    step_0()", "    step_1()", "    step_2()", "    step_3()"]
 
 
 def test_a_definition_too_long_for_its_room_is_cut_not_dropped(tmp_path):
@@ -144,6 +165,18 @@ def test_head_carries_imports_and_enclosing_headers_beyond_the_window(tmp_path):
     assert len(lines) == 8
 
 
+def test_head_puts_imports_of_names_not_used_yet_first(tmp_path):
+    index = make(tmp_path)
+    text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\nx = Account(1)\n"
+            + "\n" * 40 + "def charge(owner):\n    return ")
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400,
+        head_budget_tokens=12)
+    assert [s.text for s in result.head if s.source == "imports"] == [
+        "from bank.fees import monthly_fee"]
+
+
 def test_positions_past_the_end_are_clamped(tmp_path):
     retriever = ContextRetriever(make(tmp_path), count)
     result = retriever.retrieve("bank/service.py", SERVICE, 999, 999, (0, 8), 100)
@@ -171,3 +204,32 @@ def test_recent_regions_merge_and_order():
     assert all(r.path != "c.py" for r in recent.regions(exclude_path="c.py"))
     recent.forget_file("c.py")
     assert recent.regions() == []
+
+
+def test_tab_indented_outlines_and_chunks_cut_inside_a_docstring(tmp_path):
+    root = tmp_path / "tabs"
+    root.mkdir()
+    members = "".join(f'\tdef m{i}(self):\n\t\t"""Step {i}."""\n\t\treturn {i}\n\n' for i in range(4))
+    (root / "spec.py").write_text('class Spec:\n\t"""A spec."""\n\n' + members)
+    doc = "".join(f"\t*line {i}* of the doc\n" for i in range(12))
+    (root / "util.py").write_text(f'def norm(path):\n\t"""\n{doc}\t"""\n\treturn path.strip()\n')
+    index = WorkspaceIndex(root)
+    index.index_all()
+    retriever = ContextRetriever(index, count)
+    outline = retriever._render("spec.py", index.symbols("spec.py").definitions[0], "import", 1.0).text
+    assert outline.startswith('class Spec:\n\t"""A spec."""\n\tdef m0(self):\n\t\t"""Step 0."""\n')
+    similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 1.0)
+    assert similar and all(not s.text.lstrip().startswith(("*line", '"""')) for s in similar)
+    assert any(s.text == "\treturn path.strip()\n" or s.text.startswith("\treturn path.strip()") for s in similar)
+
+
+def test_module_constants_rank_below_functions_used_as_much(tmp_path):
+    root = tmp_path / "consts"
+    root.mkdir()
+    (root / "lib.py").write_text("LIMIT = 10\n\n\ndef clamp(x):\n    return min(x, LIMIT)\n")
+    index = WorkspaceIndex(root)
+    index.index_all()
+    text = "from lib import LIMIT, clamp\n\ny = clamp(3) + LIMIT\nz = "
+    result = ContextRetriever(index, count).retrieve("main.py", text, 3, 4, (0, 4), 400)
+    scores = {s.text.split()[0]: s.score for s in result.snippets}
+    assert scores["def"] > scores["LIMIT"]

@@ -29,6 +29,8 @@ def test_metrics():
     summary = summarize(rows)
     assert summary["all"]["n"] == 2 and summary["all"]["es"] == 75.0
     assert summary["line"]["context_ms_p50"] == 2.0
+    rows[0]["project"] = "shop"
+    assert summarize(rows)["project:shop"]["n"] == 1 and list(summarize(rows))[-1] == "project:shop"
 
 
 def project(tmp_path):

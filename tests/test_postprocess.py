@@ -45,6 +45,8 @@ SYNTHETIC = [
      ") and any(v for v in type.__args__)\n", "python", "type"),
     ("cut before a closer and what follows", "root_path),", "self.setup(", ")\n", "python",
      "root_path"),
+    ("stray closer cut", "s.replace(a, '/'))", "x = ", "\n", "python", "s.replace(a, '/')"),
+    ("closer of a call opened above kept", "b)", "x = f(\n    a,\n    ", "\n", "python", "b)"),
     ("closers inside strings ignored", "')', x", "f(", ")\n", "python", "')', x"),
     ("degenerate loop cut", "x += 1\nx += 1\nx += 1", "def f(x):\n    ", "\n", "python", "x += 1"),
     ("whitespace only dropped", "   \n\n  ", "def f():\n    ", "\n", "python", ""),

@@ -148,3 +148,13 @@ def test_window_start_stays_anchored_while_the_cursor_moves_nearby():
     assert near_top.start_line < first.start_line and len(tok.encode(near_top.prefix)) * 2 >= 300
     far = local_window(DOC, CURSOR_LINE + 40, 0, count(tok), budgets, anchor=first.start_line)
     assert far.start_line > first.start_line and len(tok.encode(far.prefix)) <= 300
+
+
+def test_window_never_starts_inside_a_docstring():
+    doc = "".join(f"    line {i} of a long docstring\n" for i in range(80))
+    text = 'def f(x):\n    """\n' + doc + '    """\n    y = x + 1\n    return '
+    lines = text.split("\n")
+    count = lambda s: len(s.split()) + s.count("\n")
+    window = local_window(text, len(lines) - 1, len(lines[-1]), count, Budgets(prefix_tokens=150))
+    assert window.start_line == 83  # the budget alone starts at line 64, inside the docstring
+    assert window.prefix.startswith("    y = x + 1\n")

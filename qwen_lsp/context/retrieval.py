@@ -1,8 +1,9 @@
 """Context retrieval: what the code at the cursor refers to, ranked and cut to a token budget.
 
 Sources, strongest first: definitions of the names used near the cursor (imports resolved to
-their files, then same-named definitions elsewhere in the repo); the sibling test or
-implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
+their files, then same-named definitions elsewhere in the repo; the call the cursor is in
+first, project imports the file does not use yet next); calls of that function in other files;
+the sibling test or implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
 The current file's imports, enclosing headers and the definitions it uses from beyond the
 local window come back apart, as a ``head`` for the prompt builder to put before the window.
 """
@@ -19,19 +20,26 @@ from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .statements import statement_start
+from .statements import TRIPLE_QUOTE_RE, code_start
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
+from .usages import MAX_CALL_LINES, call_sites, callee_at
 from .workspace_index import WorkspaceIndex
 
 NEAR_LINES_BEFORE = 30
 NEAR_LINES_AFTER = 5
 FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used near the cursor
+UNUSED_IMPORT_WEIGHT = 1.0  # ... and used nowhere in the file yet: likely what comes next
+CALLEE_WEIGHT = 3.0  # added to the name of the call the cursor is in
+CALL_SITES = 3  # calls of that name elsewhere shown
+CONSTANT_WEIGHT = 0.3  # a module-level assignment (alias, constant) says little beyond its name
+SIMILAR_AT_LINE_START = 2.0  # similar code weighs more where a new statement starts
 MAX_OUTLINE_MEMBERS = 24
 CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
 DEFINITION_SOURCES = ("import", "local", "repo")  # cut to fit rather than left out
 MIN_CUT_TOKENS = 48  # a definition cut shorter than this says too little
 SHORT_MEMBER_LINES = 3  # members this short keep their text in a class outline
+BODY_HEAD_LINES = 6  # a long function shows its header, docstring and this many body lines
 _SELF_ASSIGN_RE = re.compile(r"\s*self\.[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?=[^=]")
 _FIELD_RE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?(=[^=]|$)")
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -47,7 +55,7 @@ go defer chan map range select struct include define ifdef ifndef endif args kwa
 
 # ranking weights per source; definitions of what the cursor uses come first
 SOURCE_WEIGHT = {"import": 3.0, "local": 2.4, "repo": 1.6, "sibling": 1.0, "recent": 1.2,
-                 "similar": 0.8}
+                 "similar": 0.8, "usage": 2.0}
 
 
 @dataclass
@@ -58,7 +66,7 @@ class Snippet:
     start_line: int
     end_line: int  # exclusive
     text: str
-    source: str  # import | local | repo | sibling | recent | similar | outline | imports
+    source: str  # import | local | repo | usage | sibling | recent | similar | outline | imports
     score: float
     tokens: int = 0
 
@@ -95,14 +103,20 @@ class ContextRetriever:
         col = max(0, min(col, len(lines[line])))
         symbols = self._symbols(rel_path, text)
         weights, attrs = _query(lines, line, col)
+        callee = callee_at("\n".join(lines[max(0, line - MAX_CALL_LINES):line] + [lines[line][:col]]))
+        if callee:
+            weights[callee] += CALLEE_WEIGHT
         window_lines = {l.strip() for l in lines[window[0]:window[1]] if l.strip()}
 
         definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window)
         local = sorted((s for s in definitions if s.source == "local"), key=lambda s: -s.score)
         candidates = [s for s in definitions if s.source != "local"]
+        candidates += self._usages(rel_path, callee) if callee else []
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
-        candidates += self._similar(rel_path, lines, line)
+        fresh_line = not lines[line][:col].strip()  # a new statement: what it is, is open
+        candidates += self._similar(rel_path, lines, line,
+                                    SIMILAR_AT_LINE_START if fresh_line else SOURCE_WEIGHT["similar"])
         head = self._head(rel_path, lines, symbols, line, window, weights) + local
 
         if head_budget_tokens is None:
@@ -165,7 +179,8 @@ class ContextRetriever:
                       if d.parent is None and d.start_line < len(lines)
                       and not lines[d.start_line][:1].isspace()}
         defined_here = {d.name for d in symbols.definitions}
-        ranked = Counter({name: FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
+        ranked = Counter({name: UNUSED_IMPORT_WEIGHT if symbols.identifiers[name] <= 1
+                          else FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
         ranked.update({name: weight for name, weight in weights.items()
                        if weight > ranked[name]})
         for name, weight in ranked.most_common():
@@ -206,14 +221,17 @@ class ContextRetriever:
             body = "\n".join(lines[start:end])
         else:
             body = self._outline(path, definition, lines)
+        if definition.kind == "constant":
+            weight *= CONSTANT_WEIGHT
         return Snippet(path, start, end, body, source, SOURCE_WEIGHT[source] * weight)
 
     def _outline(self, path: str, definition: Definition, lines: list[str]) -> str:
-        """Header, first docstring line, then (for classes) fields and members as stubs:
-        ``__init__`` keeps its attribute assignments, short members their text."""
+        """Header, first docstring line, then (for classes) fields and members, each as its
+        header and docstring line or first body line: ``__init__`` keeps its attribute
+        assignments, short members their text; a long function its first body lines."""
         python = path.endswith((".py", ".pyi"))
         indent = _indent(lines[definition.start_line]) if definition.start_line < len(lines) else ""
-        inner = indent + ("    " if python else "  ")
+        inner = _inner_indent(lines, definition, indent, "    " if python else "  ")
         header = indent + definition.signature.strip()
         parts = [header + (":" if python and not header.endswith(":") else "")]
         doc = _doc_line(definition.doc) if python else short_doc(definition.doc)
@@ -235,12 +253,26 @@ class ContextRetriever:
                 parts.append(_indent(member_lines[0]) + member.signature.strip())
                 parts += [l for l in member_lines[1:]
                           if _SELF_ASSIGN_RE.match(l) and _depth(l) == 0][:12] or \
-                    [_indent(member_lines[0]) + "    ..."]
+                    _body_head(member, member_lines, 1)
             else:
-                parts.append(_indent(member_lines[0]) + member.signature.strip() + " ...")
-        if not members:
-            parts.append(inner + ("..." if python else comment_prefix(path) + " ..."))
+                parts.append(_indent(member_lines[0]) + member.signature.strip())
+                member_doc = _doc_line(member.doc)
+                member_inner = _inner_indent(lines, member, _indent(member_lines[0]), "    ")
+                parts += [member_inner + member_doc] if member_doc else \
+                    _body_head(member, member_lines, 1)
+        if not members and python:
+            parts += _body_head(definition, lines[definition.start_line:definition.end_line + 1],
+                                BODY_HEAD_LINES)
+        elif not members:
+            parts.append(inner + comment_prefix(path) + " ...")
         return "\n".join(parts)
+
+    def _usages(self, rel_path: str, callee: str) -> list[Snippet]:
+        """How other files call the function the cursor is calling."""
+        sites = call_sites(self.index.chunks, self.index.text, callee, rel_path, CALL_SITES)
+        return [Snippet(s.path, s.start_line, s.end_line, s.text, "usage",
+                        SOURCE_WEIGHT["usage"] * CALLEE_WEIGHT / (1 + rank))
+                for rank, s in enumerate(sites)]
 
     def _sibling(self, rel_path: str) -> list[Snippet]:
         for candidate in sibling_paths(rel_path):
@@ -271,7 +303,7 @@ class ContextRetriever:
                                      SOURCE_WEIGHT["recent"] / (1 + rank)))
         return found
 
-    def _similar(self, rel_path: str, lines: list[str], line: int) -> list[Snippet]:
+    def _similar(self, rel_path: str, lines: list[str], line: int, weight: float) -> list[Snippet]:
         query = Counter(IDENT_RE.findall("\n".join(lines[max(0, line - 12):line + 1])))
         for word in COMMON_WORDS & query.keys():
             del query[word]
@@ -283,17 +315,17 @@ class ContextRetriever:
             if text is None:
                 continue
             file_lines = text.split("\n")
-            start = statement_start(file_lines, chunk.start_line, chunk.end_line)
+            start = code_start(file_lines, chunk.start_line, chunk.end_line)
             body = "\n".join(file_lines[start:chunk.end_line])
             if body.strip():
                 found.append(Snippet(chunk.path, start, chunk.end_line, body, "similar",
-                                     SOURCE_WEIGHT["similar"] * score / top))
+                                     weight * score / top))
         return found
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
               window: tuple[int, int], weights: Counter) -> list[Snippet]:
         """Before the window: the headers enclosing the cursor, then the import statements
-        that bind names used near it."""
+        that bind names used near it or not used yet, then the other project imports."""
         head: list[Snippet] = []
         enclosing = [d for d in symbols.definitions
                      if d.start_line < window[0] and d.end_line >= line]
@@ -303,11 +335,12 @@ class ContextRetriever:
             if rel_path.endswith(".py") and not body.endswith(":"):
                 body += ":"
             if definition.doc:
-                body += "\n" + indent + "    " + short_doc(definition.doc)
+                body += "\n" + _inner_indent(lines, definition, indent, "    ") + short_doc(definition.doc)
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
         starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
-                         and any(name in weights for name in imp.bindings)})
+                         and any(name in weights or symbols.identifiers[name] <= 1
+                                 for name in imp.bindings if name != "*")})
         starts += sorted({imp.line for imp in symbols.imports if imp.line < window[0]
                           and imp.line not in starts and self._is_project_import(imp, rel_path)})
         for start in starts:
@@ -411,11 +444,55 @@ def _doc_line(doc: str) -> str:
 
 def _fields(lines: list[str], definition: Definition, members: list[Definition],
             inner: str) -> list[str]:
-    """A class's own assignments and annotations (fields, constants), outside its members."""
+    """A class's own assignments and annotations (fields, constants), outside its members
+    and its strings (a docstring's words read like bare annotations)."""
     inside = {n for m in members for n in range(m.start_line, m.end_line + 1)}
     end = min(definition.end_line + 1, len(lines))
+    inside |= _string_lines(lines, definition.start_line + 1, end)
     return [lines[n] for n in range(definition.start_line + 1, end)
             if n not in inside and _indent(lines[n]) == inner and _FIELD_RE.match(lines[n])][:12]
+
+
+def _string_lines(lines: list[str], start: int, end: int) -> set[int]:
+    """Lines in [start, end) that open, continue or close a triple-quoted string."""
+    found, quote = set(), None
+    for n in range(start, end):
+        text = lines[n]
+        for match in TRIPLE_QUOTE_RE.finditer(text):
+            if quote is None:
+                quote = match.group(0)
+            elif match.group(0) == quote:
+                quote = None
+            found.add(n)
+        if quote is not None:
+            found.add(n)
+    return found
+
+
+def _inner_indent(lines: list[str], definition: Definition, indent: str, step: str) -> str:
+    """The indentation of a definition's body as the file writes it (tabs stay tabs)."""
+    first = definition.start_line + definition.signature.strip().count("\n") + 1
+    for text in lines[first:min(definition.end_line + 1, first + 8)]:
+        if text.strip():
+            inner = _indent(text)
+            return inner if len(inner) > len(indent) and inner.startswith(indent) else indent + step
+    return indent + step
+
+
+def _body_head(definition: Definition, def_lines: list[str], count: int) -> list[str]:
+    """Up to ``count`` first lines of a Python definition's body after its docstring, whole
+    statements only: real code, where a stub's "..." is what a small model copies."""
+    first = definition.signature.strip().count("\n") + 1
+    strings = _string_lines(def_lines, first, len(def_lines))
+    while first in strings:
+        first += 1
+    rest = [l for l in def_lines[first:] if l.strip()]
+    body = rest[:count]
+    if body and body[-1].rstrip().endswith(":") and len(rest) > count:
+        body.append(rest[count])  # a block header keeps its first line
+    while body and (_depth("\n".join(body)) != 0 or body[-1].rstrip().endswith(":")):
+        body.pop()  # an open bracket or a block header without its block
+    return body
 
 
 def _depth(text: str) -> int:

@@ -82,6 +82,12 @@ class ChunkIndex:
                 if not postings:
                     del self._postings[token]
 
+    def containing(self, token: str) -> list[Chunk]:
+        """The chunks holding an identifier, in file and line order."""
+        with self._lock:
+            chunks = [self._chunks[i] for i in self._postings.get(token, ())]
+        return sorted(chunks, key=lambda c: (c.path, c.start_line))
+
     def search(self, query: Counter, top_k: int = 8,
                exclude: set[str] | None = None) -> list[tuple[float, Chunk]]:
         """The best-matching chunks for a bag of identifiers, best first."""

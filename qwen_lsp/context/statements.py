@@ -1,6 +1,11 @@
-"""Statement boundaries from bracket depth, for cutting code at lines that read whole."""
+"""Statement boundaries from bracket depth and string state, for cutting code at lines that
+read whole."""
 
 from __future__ import annotations
+
+import re
+
+TRIPLE_QUOTE_RE = re.compile(r'"""|\'\'\'')
 
 
 def statement_start(lines: list[str], start: int, end: int) -> int:
@@ -14,3 +19,25 @@ def statement_start(lines: list[str], start: int, end: int) -> int:
         if depth < lowest:
             lowest, after = depth, index + 1
     return after
+
+
+def code_start(lines: list[str], start: int, end: int) -> int:
+    """The first line at or after ``start`` (before ``end``) that is outside any triple-quoted
+    string open at ``start`` (when it closes before ``end``) and outside any statement open
+    there. Cut inside a docstring, the closing quotes read as an opening one and turn the code
+    after them into a string."""
+    quote = open_string(lines, start)
+    if quote is not None:
+        start = next((index + 1 for index in range(start, end) if quote in lines[index]), start)
+    return statement_start(lines, start, end)
+
+
+def open_string(lines: list[str], line: int) -> str | None:
+    """The triple quote of a string still open at the start of ``line``, or None."""
+    quote = None
+    for match in TRIPLE_QUOTE_RE.finditer("\n".join(lines[:line])):
+        if quote is None:
+            quote = match.group(0)
+        elif match.group(0) == quote:
+            quote = None
+    return quote

@@ -49,13 +49,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean scores and latency percentiles, per case kind and over all cases."""
+    """Mean scores and latency percentiles, over all cases, per case kind and (as
+    ``project:NAME``) per project of rows that name one."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["kind"]].append(row)
         groups["all"].append(row)
+        if row.get("project"):
+            groups["project:" + row["project"]].append(row)
     summary = {}
-    for kind, items in sorted(groups.items()):
+    for kind, items in sorted(groups.items(), key=lambda item: (item[0].startswith("project:"), item[0])):
         entry = {"n": len(items)}
         for metric in ("em", "es", "first_line_em"):
             entry[metric] = round(statistics.fmean(r[metric] for r in items), 1)

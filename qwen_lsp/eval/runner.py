@@ -44,6 +44,7 @@ def run_cases(lm: Any, cases: list[Case], configs: dict[str, PipelineConfig],
                 suggestion = pipelines[key].complete(str(Path(root) / case.file), document,
                                                      case.line, case.col)
                 row = {"config": name, "id": case.id, "kind": case.kind,
+                       "project": case.id.split("/", 1)[0],
                        "expected": case.middle, "prediction": suggestion.text,
                        "raw": suggestion.raw, "prompt_tokens": len(suggestion.prompt.ids),
                        "timings": suggestion.timings,
