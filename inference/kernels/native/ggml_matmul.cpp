@@ -1062,6 +1062,29 @@ void floats_to_bf16(const float* in, at::BFloat16* out, int64_t n) {
   for (; i < n; ++i) out[i] = at::BFloat16(in[i]);
 }
 
+// dst <- src widened, row by row ([m, cols] bf16 and float, rows contiguous, any row strides): the
+// product of a tile, while it is still in cache.
+void bf16_rows_to_float(const at::Tensor& src, at::Tensor& dst) {
+  const int64_t m = src.size(0), cols = src.size(1);
+  const at::BFloat16* in = src.data_ptr<at::BFloat16>();
+  float* out = dst.data_ptr<float>();
+  const int64_t in_stride = src.stride(0), out_stride = dst.stride(0);
+  at::parallel_for(0, m, std::max<int64_t>(1, (1 << 14) / cols), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const at::BFloat16* a = in + r * in_stride;
+      float* b = out + r * out_stride;
+      int64_t i = 0;
+#ifdef QWEN_AVX512
+      for (; i + 16 <= cols; i += 16) {
+        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i));
+        _mm512_storeu_ps(b + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+      }
+#endif
+      for (; i < cols; ++i) b[i] = float(a[i]);
+    }
+  });
+}
+
 // Rows `ids` of W dequantized into out [count, K] (contiguous, float or bf16), in parallel.
 template <typename T>
 void dequantize_rows_into(const at::Tensor& raw, int64_t qtype, int64_t k, const int64_t* ids, int64_t count,
@@ -1121,7 +1144,7 @@ at::Tensor dequantized_matmul(const at::Tensor& x_in, const at::Tensor& raw, int
       dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<at::BFloat16>());
       at::Tensor part = product.narrow(1, 0, rows);
       at::mm_out(part, x, tile.narrow(0, 0, rows).t());
-      out.copy_(part);
+      bf16_rows_to_float(part, out);
     } else {
       dequantize_rows_into(raw, qtype, k, ids.data(), rows, tile.data_ptr<float>());
       at::mm_out(out, x, tile.narrow(0, 0, rows).t());
