@@ -178,15 +178,14 @@ def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
 
 
 def _unmeasured_choice(candidates: list[Candidate], tensor: CheckpointTensor) -> LinearKernel | None:
-    """While other processes keep the CPUs busy: the first candidate that reads the file's blocks in
-    place (else the first that applies), for this process only; a later, quiet load measures."""
-    fallback = None
+    """While other processes keep the CPUs busy: the first candidate that applies (the native kernels,
+    which read the file's blocks in place, come first), for this process only; a later, quiet load
+    measures."""
     for candidate in candidates:
         kernel = candidate.build(tensor)
-        if kernel is not None and kernel.reads_checkpoint_in_place:
+        if kernel is not None:
             return kernel
-        fallback = fallback or kernel
-    return fallback
+    return None
 
 
 def _measurement_key() -> str:
