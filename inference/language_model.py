@@ -10,8 +10,8 @@ import torch
 
 from .checkpoint import open_checkpoint
 from .engine import Engine, SpeculationConfig
-from .kernels.page_release import release_free_heap
 from .generate import GenerationResult, OnToken, ShouldStop
+from .kernels.page_release import release_free_heap
 from .linear import REFERENCE_KERNELS
 from .model import QwenModel, build_model
 from .sampling import GenerationConfig

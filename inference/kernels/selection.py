@@ -5,13 +5,12 @@ a one-token call (decode) and a batch (prefill), and the one with the lowest cos
 completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins; the output head computes one
 row per prompt (its last), so only its one-token calls count. A one-token call timed alone finds its
 weight in the last-level cache (hundreds of MB on a server CPU), where decoding streams every layer
-from memory: it is charged at least its weight's bytes over the measured memory bandwidth. A kernel holding its own
-copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat one that reads
-the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary by more than
-the kernels differ there, and memory should not follow that noise. Choices are cached per CPU,
-torch version and native kernel source in `<cache_dir>/kernel-choices.json`, so later loads skip
-the measurement (and a changed kernel is measured anew). So is
-the native kernels' crossover from their int8 path to dequantized tiles + BLAS (`few_token_limit`).
+from memory: it is charged at least its weight's bytes over the measured memory bandwidth. A kernel
+holding its own copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat
+one that reads the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary
+by more than the kernels differ there, and memory should not follow that noise. Choices are cached
+per CPU, torch version and native kernel source in `<cache_dir>/kernel-choices.json`, so later loads
+skip the measurement (and a changed kernel is measured anew). So is the native kernels' crossover from their int8 path to dequantized tiles + BLAS (`few_token_limit`).
 Nothing is measured while other processes keep the CPUs busy (`cpu_load`): a thread sharing its
 core stalls every parallel call, and such timings once made the 1.5B keep bf16 copies of its FFN.
 
