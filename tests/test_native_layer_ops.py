@@ -12,24 +12,25 @@ HEADS, KV_HEADS, HEAD_DIM, CAPACITY = 6, 2, 32, 640
 EPS = 1e-6
 
 
-def _inputs(tokens: int, seed: int = 0, heads: int = HEADS, kv_heads: int = KV_HEADS):
+def _inputs(tokens: int, seed: int = 0, heads: int = HEADS, kv_heads: int = KV_HEADS, head_dim: int = HEAD_DIM):
     g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(tokens, h, HEAD_DIM, generator=g) for h in (heads, kv_heads, kv_heads))
-    biases = [torch.randn(h * HEAD_DIM, generator=g) for h in (heads, kv_heads, kv_heads)]
-    norms = [1 + 0.1 * torch.randn(HEAD_DIM, generator=g) for _ in range(2)]
+    q, k, v = (torch.randn(tokens, h, head_dim, generator=g) for h in (heads, kv_heads, kv_heads))
+    biases = [torch.randn(h * head_dim, generator=g) for h in (heads, kv_heads, kv_heads)]
+    norms = [1 + 0.1 * torch.randn(head_dim, generator=g) for _ in range(2)]
     return q, k, v, biases, norms
 
 
-def _cache(start: int, seed: int = 1, kv_heads: int = KV_HEADS, dtype: torch.dtype = torch.float32):
+def _cache(start: int, seed: int = 1, kv_heads: int = KV_HEADS, dtype: torch.dtype = torch.float32,
+           head_dim: int = HEAD_DIM):
     g = torch.Generator().manual_seed(seed)
-    keys, values = (torch.zeros(kv_heads, CAPACITY, HEAD_DIM, dtype=dtype) for _ in range(2))
-    keys[:, :start], values[:, :start] = (torch.randn(kv_heads, start, HEAD_DIM, generator=g) for _ in range(2))
+    keys, values = (torch.zeros(kv_heads, CAPACITY, head_dim, dtype=dtype) for _ in range(2))
+    keys[:, :start], values[:, :start] = (torch.randn(kv_heads, start, head_dim, generator=g) for _ in range(2))
     return keys, values
 
 
 def _native(ops, q, k, v, biases, norms, rope, keys, values, start):
     cos, sin = rope.tables(start + q.shape[0])
-    return ops.few_token_attention(q, k, v, *biases, *norms, EPS, cos, sin, keys, values, start, HEAD_DIM**-0.5)
+    return ops.few_token_attention(q, k, v, *biases, *norms, EPS, cos, sin, keys, values, start, q.shape[-1] ** -0.5)
 
 
 def _rms(x, weight):
@@ -65,6 +66,18 @@ def test_few_token_attention_matches_tensor_code(native_ops, start, rotary, head
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(keys, expected_keys, rtol=1e-5, atol=1e-5)  # the cache was written in place
     torch.testing.assert_close(values, expected_values, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("head_dim", [8, 40])  # under one 16-channel vector; two and a half
+def test_few_token_attention_with_head_dims_off_the_vector_width(native_ops, head_dim):
+    rope = RotaryEmbedding(head_dim, 10000.0)
+    start = 250
+    q, k, v, biases, norms = _inputs(12, head_dim=head_dim)
+    keys, values = _cache(start, head_dim=head_dim)
+    expected, expected_keys, _ = _reference(q, k, v, biases, norms, rope, keys, values, start)
+    out = _native(native_ops, q, k, v, biases, norms, rope, keys, values, start)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(keys, expected_keys, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.float16])

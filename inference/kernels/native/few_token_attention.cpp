@@ -31,10 +31,6 @@ using namespace qwen_native;
 // Key positions per parallel task.
 constexpr int64_t kChunk = 256;
 
-// Keys and values stream from memory once per token, where one thread's demand misses alone leave the
-// bus idle (as in the matmuls): the scores pass asks for the key and value rows kRowsAhead ahead.
-constexpr int64_t kRowsAhead = 8;
-
 // The cache stores keys and values as float or as _Float16 (half the bytes to stream; each element
 // widened to float as it is read, so the arithmetic is the same), 16 at a time with F16C / AVX-512.
 template <typename T>
@@ -66,26 +62,89 @@ inline void prefetch_row(const T* row, int64_t d) {
   for (int64_t i = 0; i < d; i += 64 / sizeof(T)) __builtin_prefetch(row + i, 0, 3);
 }
 
-// s[g * stride + j] = scale * <query g, key j> for G query heads and `length` keys of width d.
-template <int G, typename T>
-void head_scores(const float* query, const T* key, const T* value, int64_t length, int64_t d, float scale,
-                 float* s, int64_t stride) {
-  const int64_t full = d / 16 * 16;
-  for (int64_t j = 0; j < length; ++j) {
-    const T* k = key + j * d;
-    prefetch_row(k + kRowsAhead * d, d);
-    prefetch_row(value + (j + kRowsAhead) * d, d);
-    Vec16 acc[G];
-    for (int g = 0; g < G; ++g) acc[g] = Vec16{} ;
-    for (int64_t c = 0; c < full; c += 16) {
-      const Vec16 kv = load16(k + c);
+#if defined(__AVX512F__)
+// Rows r[0..16) of a 16 x 16 float block become its columns.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + j], 128-bit lane L: rows 4i..4i+3 of column 4L + j.
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 even_lo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+    const __m512 even_hi = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+    const __m512 odd_lo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+    const __m512 odd_hi = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+    r[j] = _mm512_shuffle_f32x4(even_lo, even_hi, 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(even_lo, even_hi, 0xDD);
+    r[j + 4] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0x88);
+    r[j + 12] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0xDD);
+  }
+}
+#endif
+
+// A chunk's keys transposed in blocks of 16 positions, [block][d][16] floats (positions past `length`
+// zero), so one vector of 16 scores accumulates with a broadcast query element per channel: the
+// queries of every token and head sharing the chunk reuse it, and no score needs a horizontal sum.
+// The key rows are read from the cache once, here (with the value rows, ahead of the values pass).
+template <typename T>
+void transpose_keys(const T* key, const T* value, int64_t length, int64_t d, float* kt) {
+  for (int64_t first = 0; first < length; first += 16) {
+    const int64_t rows = std::min<int64_t>(16, length - first);
+    float* block = kt + first * d;
+    for (int64_t j = 0; j < 16; ++j) {
+      prefetch_row(key + (first + 16 + j) * d, d);
+      prefetch_row(value + (first + j) * d, d);
+    }
+    int64_t c = 0;
+#if defined(__AVX512F__)
+    for (; rows == 16 && c + 16 <= d; c += 16) {
+      __m512 r[16];
+      for (int j = 0; j < 16; ++j) {
+        const Vec16 v = load16(key + (first + j) * d + c);
+        std::memcpy(&r[j], &v, sizeof v);
+      }
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(block + (c + i) * 16, r[i]);
+    }
+#endif
+    for (; c < d; ++c)
+      for (int64_t j = 0; j < 16; ++j) block[c * 16 + j] = j < rows ? float(key[(first + j) * d + c]) : 0.f;
+  }
+}
+
+// s[g * stride + j] = scale * <query g, key j> for G query heads and `length` keys of width d, from keys
+// transposed by transpose_keys (s is written up to `length` rounded up to 16).
+template <int G>
+void head_scores(const float* query, const float* kt, int64_t length, int64_t d, float scale, float* s,
+                 int64_t stride) {
+  for (int64_t first = 0; first < length; first += 16) {
+    const float* block = kt + first * d;
+    Vec16 even[G], odd[G];  // two chains per head over alternate channels keep the FMA units busy
+    for (int g = 0; g < G; ++g) even[g] = odd[g] = Vec16{};
+    int64_t c = 0;
+    for (; c + 2 <= d; c += 2) {
+      const Vec16 k0 = load16(block + c * 16), k1 = load16(block + (c + 1) * 16);
 #pragma GCC unroll 8
-      for (int g = 0; g < G; ++g) acc[g] += load16(query + g * d + c) * kv;
+      for (int g = 0; g < G; ++g) {
+        even[g] += query[g * d + c] * k0;
+        odd[g] += query[g * d + c + 1] * k1;
+      }
+    }
+    if (c < d) {
+      const Vec16 k0 = load16(block + c * 16);
+      for (int g = 0; g < G; ++g) even[g] += query[g * d + c] * k0;
     }
     for (int g = 0; g < G; ++g) {
-      float total = sum16(acc[g]);
-      for (int64_t c = full; c < d; ++c) total += query[g * d + c] * float(k[c]);
-      s[g * stride + j] = scale * total;
+      const Vec16 total = (even[g] + odd[g]) * scale;
+      std::memcpy(s + g * stride + first, &total, sizeof total);
     }
   }
 }
@@ -219,17 +278,18 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   std::vector<float> sums(n * kv_heads * chunks * group * d);
 
   at::parallel_for(0, kv_heads * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(group * kChunk);
+    std::vector<float> scores(group * kChunk), transposed(kChunk * d);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task / chunks, c = task % chunks, first = c * kChunk;
       const T* key = key_store + (h * capacity + first) * d;
       const T* value = value_store + (h * capacity + first) * d;
+      transpose_keys(key, value, std::min(kChunk, start + n - first), d, transposed.data());
       for (int64_t t = std::max<int64_t>(0, first - start); t < n; ++t) {  // the tokens that see this chunk
         const int64_t length = std::min(kChunk, start + t + 1 - first), i = slot(t, h, c);
         const float* query = queries.data() + (t * heads + h * group) * d;
         in_head_batches(group, [&](int64_t g0, auto batch) {
-          head_scores<batch(), T>(query + g0 * d, key, value, length, d, float(scale), scores.data() + g0 * kChunk,
-                               kChunk);
+          head_scores<batch()>(query + g0 * d, transposed.data(), length, d, float(scale),
+                               scores.data() + g0 * kChunk, kChunk);
         });
         for (int64_t g = 0; g < group; ++g) {
           float* s = scores.data() + g * kChunk;
