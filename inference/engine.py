@@ -31,8 +31,11 @@ class SpeculationConfig:
 
     ngram: bool = True
     mtp: bool = True
-    min_ngram: int = 2
-    max_ngram: int = 4
+    # Matches of 3 to 8 tokens (the longest wins): 2-token matches propose more wrong continuations.
+    # Simulated on the greedy outputs of two recorded typing sessions (0.5B), edits gained 1-8% over
+    # 2-4 at the same verification costs, fresh text 1-6%.
+    min_ngram: int = 3
+    max_ngram: int = 8
     ngram_max_draft: int = 16
     draft_model: QwenModel | None = None
     draft_initial: int = 4

@@ -38,7 +38,7 @@ class NgramDrafter:
     """Prompt lookup: find the latest earlier occurrence of the context's last n tokens (longest n
     first) and propose the tokens that followed it. The index grows with the context."""
 
-    def __init__(self, min_ngram: int = 2, max_ngram: int = 4):
+    def __init__(self, min_ngram: int = 3, max_ngram: int = 8):
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError("need 1 <= min_ngram <= max_ngram")
         self.min_ngram, self.max_ngram = min_ngram, max_ngram

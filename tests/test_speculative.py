@@ -24,6 +24,14 @@ def test_ngram_drafter_proposes_what_followed_the_latest_occurrence():
     assert drafter.propose([5, 6, 7], 4).tokens == []
 
 
+def test_ngram_drafter_by_default_trusts_the_longest_match_of_three_tokens_or_more():
+    drafter = NgramDrafter()
+    context = [1, 2, 3, 4, 5, 6, 40, 41, 9, 4, 5, 6, 50, 51, 8, 2, 3, 4, 5, 6]
+    # "4 5 6" last came before 50 51, but the five tokens "2 3 4 5 6" match where 40 41 followed
+    assert drafter.propose(context, 2).tokens == [40, 41]
+    assert NgramDrafter().propose([7, 8, 1, 7, 8], 2).tokens == []  # a 2-token match is not enough
+
+
 def test_draft_length_follows_acceptance():
     length = DraftLength(initial=4, minimum=1, maximum=8)
     for _ in range(6):
