@@ -28,6 +28,8 @@ def add_bench_command(subparsers) -> None:
     parser.add_argument("--fim-tokens", type=int, default=300)
     parser.add_argument("--new-tokens", type=int, default=None,
                         help=f"tokens to decode (default {COMPARE_NEW_TOKENS}; {DEFAULT_NEW_TOKENS} per replayed request)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="engines take turns this many times, each keeping its best figures (default 2)")
     parser.add_argument("--no-moe", dest="moe", action="store_false", help="skip the synthetic MoE and hybrid checks")
     parser.add_argument("--json-out", type=Path, default=None, help=f"default {COMPARE_JSON} (replay: none)")
     add_replay_arguments(parser)
@@ -41,10 +43,11 @@ def _run(args: argparse.Namespace) -> int:
 
     new_tokens, json_out = args.new_tokens or COMPARE_NEW_TOKENS, args.json_out or COMPARE_JSON
     report = run_bench(args.models, args.engines, args.threads, args.prompt_tokens, args.fim_tokens,
-                       new_tokens, args.moe)
+                       new_tokens, args.moe, max(1, args.rounds))
     write_report(report, json_out)
     print(f"threads={args.threads} code prompt={args.prompt_tokens} tok, FIM prompt={args.fim_tokens} tok, "
-          f"decode={new_tokens} tok, load average {report['load_average'][0]:.1f} -> "
+          f"decode={new_tokens} tok, best of {report['rounds']} alternated rounds per engine, "
+          f"load average {report['load_average'][0]:.1f} -> "
           f"{report['load_average_after'][0]:.1f}; JSON: {json_out}")
     print(format_table(report))
     return 0
