@@ -233,3 +233,55 @@ def test_module_constants_rank_below_functions_used_as_much(tmp_path):
     result = ContextRetriever(index, count).retrieve("main.py", text, 3, 4, (0, 4), 400)
     scores = {s.text.split()[0]: s.score for s in result.snippets}
     assert scores["def"] > scores["LIMIT"]
+
+
+def test_the_next_definition_below_the_cursor_is_not_what_it_uses(tmp_path):
+    index = make(tmp_path)
+    text = ("def first(x):\n    \n\n\ndef helper_below(y):\n    return y\n"
+            + "".join(f"def pad{i}():\n    return {i}\n" for i in range(30)))
+    result = ContextRetriever(index, count).retrieve("bank/service.py", text, 1, 4, (0, 2), 400)
+    assert "helper_below" not in result.query
+    assert not any("helper_below" in s.text for s in result.snippets + result.head)
+
+
+def test_local_definitions_below_the_window_go_with_the_context_not_the_head(tmp_path):
+    index = make(tmp_path)
+    text = ("def charge(owner):\n    return apply_fee(owner)\n\n"
+            + "".join(f"def pad{i}():\n    return {i}\n" for i in range(30))
+            + "def apply_fee(owner):\n    return owner\n")
+    index.update_file("bank/service.py", text)  # as the editor's didChange does
+    result = ContextRetriever(index, count).retrieve("bank/service.py", text, 1, 27, (0, 3), 400)
+    assert not any("apply_fee(owner):" in s.text for s in result.head)
+    assert any(s.source == "local" and s.text.startswith("def apply_fee") for s in result.snippets)
+
+
+def test_head_outlines_the_enclosing_class_above_the_window(tmp_path):
+    index = make(tmp_path)
+    lines = MODELS.split("\n")
+    cursor = lines.index("        self.balance -= amount")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/models.py", MODELS, cursor, 8, (cursor - 2, cursor + 1), 400)
+    head = "\n".join(s.text for s in result.head)
+    assert head.startswith('class Account:\n    """A bank account with a balance."""')
+    assert "        self.owner = owner" in head  # what self has
+    assert "    def deposit(self, amount: int) -> int:" in head
+    assert "def extra_0" not in head  # members below the window are not listed
+
+
+def test_cut_definitions_end_on_a_whole_statement(tmp_path):
+    index = make(tmp_path)
+    retriever = ContextRetriever(index, count)
+    from qwen_lsp.context.retrieval import Snippet
+    text = "class Big:\n    x = 1\n    def __init__(\n        self,\n        a,\n        b,\n    ):\n        self.a = a"
+    cut = retriever._cut(Snippet("a.py", 0, 8, text, "import", 1.0), count("\n".join(text.split("\n")[:5])))
+    assert cut.text == "class Big:\n    x = 1"
+
+
+def test_head_imports_under_a_condition_are_dedented(tmp_path):
+    index = make(tmp_path)
+    text = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bank.models import Account\n"
+            + "\n" * 40 + "def charge(owner: Account):\n    return ")
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400)
+    assert "from bank.models import Account" in [s.text for s in result.head]

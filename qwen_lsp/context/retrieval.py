@@ -4,8 +4,9 @@ Sources, strongest first: definitions of the names used near the cursor (imports
 their files, then same-named definitions elsewhere in the repo; the call the cursor is in
 first, project imports the file does not use yet next); calls of that function in other files;
 the sibling test or implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
-The current file's imports, enclosing headers and the definitions it uses from beyond the
-local window come back apart, as a ``head`` for the prompt builder to put before the window.
+The current file's imports, enclosing definitions and the definitions above the local window
+it uses come back apart, as a ``head`` for the prompt builder to put before the window (those
+below it go with the other files' context, keeping the file's order).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import builtins
 import keyword
 import os
 import re
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .statements import TRIPLE_QUOTE_RE, code_start
+from .statements import TRIPLE_QUOTE_RE, block_floor, code_start, leaves_block
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
 from .usages import MAX_CALL_LINES, call_sites, callee_at
 from .workspace_index import WorkspaceIndex
@@ -36,7 +38,7 @@ SIMILAR_AT_LINE_START = 2.0  # similar code weighs more where a new statement st
 MAX_OUTLINE_MEMBERS = 24
 CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
-DEFINITION_SOURCES = ("import", "local", "repo")  # cut to fit rather than left out
+DEFINITION_SOURCES = ("import", "local", "repo", "outline")  # cut to fit rather than left out
 MIN_CUT_TOKENS = 48  # a definition cut shorter than this says too little
 SHORT_MEMBER_LINES = 3  # members this short keep their text in a class outline
 BODY_HEAD_LINES = 6  # a long function shows its header, docstring and this many body lines
@@ -109,15 +111,16 @@ class ContextRetriever:
         window_lines = {l.strip() for l in lines[window[0]:window[1]] if l.strip()}
 
         definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window)
-        local = sorted((s for s in definitions if s.source == "local"), key=lambda s: -s.score)
-        candidates = [s for s in definitions if s.source != "local"]
+        above = sorted((s for s in definitions if s.source == "local" and s.start_line < window[0]),
+                       key=lambda s: -s.score)  # the head keeps the file's order
+        candidates = [s for s in definitions if s not in above]
         candidates += self._usages(rel_path, callee) if callee else []
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
         fresh_line = not lines[line][:col].strip()  # a new statement: what it is, is open
         candidates += self._similar(rel_path, lines, line,
                                     SIMILAR_AT_LINE_START if fresh_line else SOURCE_WEIGHT["similar"])
-        head = self._head(rel_path, lines, symbols, line, window, weights) + local
+        head = self._head(rel_path, lines, symbols, line, window, weights) + above
 
         if head_budget_tokens is None:
             head_budget_tokens = budget_tokens // 3
@@ -225,10 +228,12 @@ class ContextRetriever:
             weight *= CONSTANT_WEIGHT
         return Snippet(path, start, end, body, source, SOURCE_WEIGHT[source] * weight)
 
-    def _outline(self, path: str, definition: Definition, lines: list[str]) -> str:
+    def _outline(self, path: str, definition: Definition, lines: list[str],
+                 file_symbols: FileSymbols | None = None, before: int | None = None) -> str:
         """Header, first docstring line, then (for classes) fields and members, each as its
         header and docstring line or first body line: ``__init__`` keeps its attribute
-        assignments, short members their text; a long function its first body lines."""
+        assignments, short members their text; a long function its first body lines.
+        ``before``: only the fields and members that end above this line."""
         python = path.endswith((".py", ".pyi"))
         indent = _indent(lines[definition.start_line]) if definition.start_line < len(lines) else ""
         inner = _inner_indent(lines, definition, indent, "    " if python else "  ")
@@ -237,13 +242,14 @@ class ContextRetriever:
         doc = _doc_line(definition.doc) if python else short_doc(definition.doc)
         if doc:
             parts.append(inner + doc)
-        file_symbols = self.index.symbols(path)
+        file_symbols = file_symbols or self.index.symbols(path)
         members = [d for d in (file_symbols.definitions if file_symbols else [])
                    if definition.kind in CONTAINER_KINDS and d.parent == definition.name
                    and definition.start_line < d.start_line <= definition.end_line]
+        end = len(lines) if before is None else before
         if python and members:
-            parts += _fields(lines, definition, members, inner)
-        for member in members[:MAX_OUTLINE_MEMBERS]:
+            parts += _fields(lines, definition, members, inner, end)
+        for member in [m for m in members if m.end_line < end][:MAX_OUTLINE_MEMBERS]:
             member_lines = lines[member.start_line:member.end_line + 1]
             if not python:
                 parts.append(_indent(member_lines[0]) + member.signature.strip())
@@ -324,17 +330,20 @@ class ContextRetriever:
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
               window: tuple[int, int], weights: Counter) -> list[Snippet]:
-        """Before the window: the headers enclosing the cursor, then the import statements
-        that bind names used near it or not used yet, then the other project imports."""
+        """Before the window: the definitions enclosing the cursor (a class as its outline
+        above the window: what ``self`` has), then the import statements that bind names used
+        near it or not used yet, then the other project imports."""
         head: list[Snippet] = []
         enclosing = [d for d in symbols.definitions
                      if d.start_line < window[0] and d.end_line >= line]
         for definition in enclosing:
             indent = _indent(lines[definition.start_line])
             body = indent + definition.signature.strip()
-            if rel_path.endswith(".py") and not body.endswith(":"):
+            if definition.kind in CONTAINER_KINDS:
+                body = self._outline(rel_path, definition, lines, symbols, window[0])
+            elif rel_path.endswith(".py") and not body.endswith(":"):
                 body += ":"
-            if definition.doc:
+            if definition.doc and definition.kind not in CONTAINER_KINDS:
                 body += "\n" + _inner_indent(lines, definition, indent, "    ") + short_doc(definition.doc)
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
@@ -350,7 +359,8 @@ class ContextRetriever:
                 end += 1
                 if depth <= 0:
                     break
-            head.append(Snippet(rel_path, start, end, "\n".join(lines[start:end]), "imports", 1.0))
+            statement = textwrap.dedent("\n".join(lines[start:end]))  # `if TYPE_CHECKING:` ones too
+            head.append(Snippet(rel_path, start, end, statement, "imports", 1.0))
         return head
 
     def _is_project_import(self, imp: Import, rel_path: str) -> bool:
@@ -398,6 +408,8 @@ class ContextRetriever:
                 low = middle
             else:
                 high = middle
+        while low and (_depth("\n".join(lines[:low])) != 0 or lines[low - 1].rstrip().endswith(":")):
+            low -= 1  # end on a whole statement, not inside a signature or on a bare header
         if low < 2:
             return None
         text = "\n".join(lines[:low])
@@ -406,7 +418,8 @@ class ContextRetriever:
 
 
 def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, set[str]]]:
-    """Identifiers near the cursor weighted by closeness, and attributes used on each name."""
+    """Identifiers near the cursor weighted by closeness, and attributes used on each name.
+    Below the cursor only its own block counts: the next definition is not what it uses."""
     weights: Counter = Counter()
     attrs: dict[str, set[str]] = {}
     current = lines[line][:col]
@@ -414,7 +427,9 @@ def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, se
     if partial and partial.start() == 0:  # drop the word being typed: it changes every key
         current = current[: len(current) - partial.end()]
     start = max(0, line - NEAR_LINES_BEFORE)
-    end = min(len(lines), line + NEAR_LINES_AFTER + 1)
+    end, floor = line + 1, block_floor(lines[line], col)
+    while end < min(len(lines), line + NEAR_LINES_AFTER + 1) and not leaves_block(lines[end], floor):
+        end += 1
     for number in range(start, end):
         text = current if number == line else lines[number]
         closeness = 1.0 / (1 + abs(number - line) / 4)
@@ -443,11 +458,11 @@ def _doc_line(doc: str) -> str:
 
 
 def _fields(lines: list[str], definition: Definition, members: list[Definition],
-            inner: str) -> list[str]:
-    """A class's own assignments and annotations (fields, constants), outside its members
-    and its strings (a docstring's words read like bare annotations)."""
+            inner: str, before: int) -> list[str]:
+    """A class's own assignments and annotations (fields, constants) above line ``before``,
+    outside its members and its strings (a docstring's words read like bare annotations)."""
     inside = {n for m in members for n in range(m.start_line, m.end_line + 1)}
-    end = min(definition.end_line + 1, len(lines))
+    end = min(definition.end_line + 1, len(lines), before)
     inside |= _string_lines(lines, definition.start_line + 1, end)
     return [lines[n] for n in range(definition.start_line + 1, end)
             if n not in inside and _indent(lines[n]) == inner and _FIELD_RE.match(lines[n])][:12]
