@@ -285,3 +285,36 @@ def test_head_imports_under_a_condition_are_dedented(tmp_path):
     result = ContextRetriever(index, count).retrieve(
         "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400)
     assert "from bank.models import Account" in [s.text for s in result.head]
+
+
+def test_a_long_constant_shows_its_first_lines_with_brackets_closed(tmp_path):
+    root = tmp_path / "names"
+    root.mkdir()
+    entries = "".join(f'    Kind.K{i}: "k{i}",\n' for i in range(20))
+    (root / "names.py").write_text(f"NAMES: dict[Kind, str] = {{\n{entries}}}\n\n\nclass Table:\n"
+                                   "    cfg: dict[str, int] = {\n        'a': 1,\n    }\n"
+                                   "    def get(self):\n        return self.cfg\n")
+    index = WorkspaceIndex(root)
+    index.index_all()
+    retriever = ContextRetriever(index, count)
+    definitions = {d.name: d for d in index.symbols("names.py").definitions}
+    text = retriever._render("names.py", definitions["NAMES"], "import", 1.0).text
+    assert text.startswith('NAMES: dict[Kind, str] = {\n    Kind.K0: "k0",\n') and text.endswith('",\n}')
+    assert "=:" not in text
+    outline = retriever._outline("names.py", definitions["Table"], index.text("names.py").split("\n"))
+    assert "    cfg: dict[str, int] = {}" in outline
+
+
+def test_calls_of_builtin_methods_bring_no_call_sites(tmp_path):
+    index = make(tmp_path)
+    (index.root / "bank/report.py").write_text("def report(a):\n    return '{0}'.format(a.owner)\n")
+    index.index_all()
+    text = "from bank.models import Account\n\ndef show(a):\n    return '{0}'.format("
+    result = ContextRetriever(index, count).retrieve("bank/service.py", text, 3, len("    return '{0}'.format("),
+                                                     (0, 4), 400)
+    assert not any(s.source == "usage" for s in result.snippets)
+    text = text.replace("'{0}'.format(", "monthly_fee(")
+    index.update_file("bank/report.py", "def report(a):\n    return monthly_fee(a.balance)\n")
+    result = ContextRetriever(index, count).retrieve("bank/service.py", text, 3, len("    return monthly_fee("),
+                                                     (0, 4), 400)
+    assert any(s.source == "usage" for s in result.snippets)

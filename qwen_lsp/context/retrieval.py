@@ -22,7 +22,7 @@ from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .statements import TRIPLE_QUOTE_RE, block_floor, code_start, leaves_block
+from .statements import TRIPLE_QUOTE_RE, block_floor, closers, code_start, leaves_block
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
 from .usages import MAX_CALL_LINES, call_sites, callee_at
 from .workspace_index import WorkspaceIndex
@@ -54,6 +54,8 @@ throw throws raise async await yield def lambda nil null undefined true false mu
 crate std namespace template typename auto size_t uint8_t uint32_t int32_t int64_t err error
 go defer chan map range select struct include define ifdef ifndef endif args kwargs
 """.split())
+BUILTIN_METHODS = frozenset(name for kind in (str, bytes, list, dict, set, tuple, int, float)
+                            for name in dir(kind) if not name.startswith("_"))
 
 # ranking weights per source; definitions of what the cursor uses come first
 SOURCE_WEIGHT = {"import": 3.0, "local": 2.4, "repo": 1.6, "sibling": 1.0, "recent": 1.2,
@@ -106,6 +108,8 @@ class ContextRetriever:
         symbols = self._symbols(rel_path, text)
         weights, attrs = _query(lines, line, col)
         callee = callee_at("\n".join(lines[max(0, line - MAX_CALL_LINES):line] + [lines[line][:col]]))
+        if callee and callee in COMMON_WORDS | BUILTIN_METHODS and not self.index.definitions_named(callee):
+            callee = None  # `"{}".format(`, `d.get(`: how other code calls it says nothing here
         if callee:
             weights[callee] += CALLEE_WEIGHT
         window_lines = {l.strip() for l in lines[window[0]:window[1]] if l.strip()}
@@ -235,6 +239,10 @@ class ContextRetriever:
         assignments, short members their text; a long function its first body lines.
         ``before``: only the fields and members that end above this line."""
         python = path.endswith((".py", ".pyi"))
+        if definition.kind == "constant":  # its first lines, brackets closed: a value reads whole
+            head = lines[definition.start_line:definition.start_line + 1 + BODY_HEAD_LINES]
+            close = closers("\n".join(head))
+            return "\n".join(head + ([_indent(head[0]) + close] if close else []))
         indent = _indent(lines[definition.start_line]) if definition.start_line < len(lines) else ""
         inner = _inner_indent(lines, definition, indent, "    " if python else "  ")
         header = indent + definition.signature.strip()
@@ -464,7 +472,7 @@ def _fields(lines: list[str], definition: Definition, members: list[Definition],
     inside = {n for m in members for n in range(m.start_line, m.end_line + 1)}
     end = min(definition.end_line + 1, len(lines), before)
     inside |= _string_lines(lines, definition.start_line + 1, end)
-    return [lines[n] for n in range(definition.start_line + 1, end)
+    return [lines[n] + closers(lines[n]) for n in range(definition.start_line + 1, end)
             if n not in inside and _indent(lines[n]) == inner and _FIELD_RE.match(lines[n])][:12]
 
 

@@ -58,3 +58,21 @@ def leaves_block(line: str, floor: int) -> bool:
     cursor is writing (a small model given it writes that definition's body as the middle)."""
     stripped = line.strip()
     return bool(stripped) and stripped[0] not in ")]}" and indent_width(line) < floor
+
+
+def closers(text: str) -> str:
+    """The closing brackets that the brackets left open in ``text`` need, innermost first
+    (strings skipped, escapes respected)."""
+    stack: list[str] = []
+    quote, escaped = "", False
+    for char in text:
+        if quote:
+            quote = "" if char == quote and not escaped else quote
+            escaped = char == "\\" and not escaped
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            stack.append(")]}"["([{".index(char)])
+        elif char in ")]}" and stack:
+            stack.pop()
+    return "".join(reversed(stack))
