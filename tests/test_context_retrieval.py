@@ -318,3 +318,15 @@ def test_calls_of_builtin_methods_bring_no_call_sites(tmp_path):
     result = ContextRetriever(index, count).retrieve("bank/service.py", text, 3, len("    return monthly_fee("),
                                                      (0, 4), 400)
     assert any(s.source == "usage" for s in result.snippets)
+
+
+def test_an_import_named_like_the_name_being_assigned_is_shown(tmp_path):
+    index = make(tmp_path)
+    uses = "".join(f"    x{i} = Account({i}) if monthly_fee({i}) else None\n" for i in range(40))
+    text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\n\ndef setup(self):\n"
+            + uses + "    self.bank_account = ")
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (len(lines) - 3, len(lines)), 400)
+    scores = {s.path: s.score for s in result.snippets if s.source == "import"}
+    assert scores["bank/models.py"] > scores["bank/fees.py"]  # bank_account: Account

@@ -32,6 +32,7 @@ NEAR_LINES_AFTER = 5
 FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used near the cursor
 UNUSED_IMPORT_WEIGHT = 1.0  # ... and used nowhere in the file yet: likely what comes next
 CALLEE_WEIGHT = 3.0  # added to the name of the call the cursor is in
+NAMESAKE_WEIGHT = 1.0  # added to an import named like a name on the cursor's line (reader = GGUFReader()
 CALL_SITES = 3  # calls of that name elsewhere shown
 CONSTANT_WEIGHT = 0.3  # a module-level assignment (alias, constant) says little beyond its name
 SIMILAR_AT_LINE_START = 2.0  # similar code weighs more where a new statement starts
@@ -114,7 +115,8 @@ class ContextRetriever:
             weights[callee] += CALLEE_WEIGHT
         window_lines = {l.strip() for l in lines[window[0]:window[1]] if l.strip()}
 
-        definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window)
+        definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window,
+                                        lines[line][:col])
         above = sorted((s for s in definitions if s.source == "local" and s.start_line < window[0]),
                        key=lambda s: -s.score)  # the head keeps the file's order
         candidates = [s for s in definitions if s not in above]
@@ -149,7 +151,11 @@ class ContextRetriever:
         return symbols
 
     def _definitions(self, rel_path: str, lines: list[str], symbols: FileSymbols, weights: Counter,
-                     attrs: dict[str, set[str]], window: tuple[int, int]) -> list[Snippet]:
+                     attrs: dict[str, set[str]], window: tuple[int, int],
+                     typed: str) -> list[Snippet]:
+        """Definitions of the names the cursor uses, of the file's other project imports (far
+        ones weigh little) and of the imports named like a name on the cursor's line
+        (``self.position_codec = `` wants ``PositionCodec``)."""
         bindings: dict[str, tuple[str, str]] = {}  # local name -> (resolved file, original name)
         module_bindings: dict[str, str] = {}  # local name -> module file
         for imp in symbols.imports:
@@ -190,6 +196,9 @@ class ContextRetriever:
                           else FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
         ranked.update({name: weight for name, weight in weights.items()
                        if weight > ranked[name]})
+        on_line = {_words(name) for name in IDENT_RE.findall(typed) if name not in COMMON_WORDS}
+        ranked.update({name: NAMESAKE_WEIGHT for name in bindings if name not in typed and any(
+            _same_ending(_words(name), words) for words in on_line)})
         for name, weight in ranked.most_common():
             if name in bindings:
                 path, original = bindings[name]
@@ -447,6 +456,18 @@ def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, se
         for base, attr in _ATTR_RE.findall(text):
             attrs.setdefault(base, set()).add(attr)
     return weights, attrs
+
+
+def _words(name: str) -> tuple[str, ...]:
+    """A name's lower-case words: ``GGUFReader`` and ``_gguf_reader`` give (gguf, reader)."""
+    return tuple(w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)
+                 if len(w) > 1)
+
+
+def _same_ending(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether the shorter of two word lists ends the longer (reader, GGUFReader)."""
+    shorter, longer = sorted((a, b), key=len)
+    return bool(shorter) and longer[-len(shorter):] == shorter
 
 
 def _mostly_in(text: str, window_lines: set[str]) -> bool:
