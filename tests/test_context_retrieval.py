@@ -218,7 +218,7 @@ def test_tab_indented_outlines_and_chunks_cut_inside_a_docstring(tmp_path):
     retriever = ContextRetriever(index, count)
     outline = retriever._render("spec.py", index.symbols("spec.py").definitions[0], "import", 1.0).text
     assert outline.startswith('class Spec:\n\t"""A spec."""\n\tdef m0(self):\n\t\t"""Step 0."""\n')
-    similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 1.0)
+    similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 14, 1.0)
     assert similar and all(not s.text.lstrip().startswith(("*line", '"""')) for s in similar)
     assert any(s.text == "\treturn path.strip()\n" or s.text.startswith("\treturn path.strip()") for s in similar)
 
@@ -330,3 +330,29 @@ def test_an_import_named_like_the_name_being_assigned_is_shown(tmp_path):
         "bank/service.py", text, len(lines) - 1, len(lines[-1]), (len(lines) - 3, len(lines)), 400)
     scores = {s.path: s.score for s in result.snippets if s.source == "import"}
     assert scores["bank/models.py"] > scores["bank/fees.py"]  # bank_account: Account
+
+
+def test_similar_chunks_are_like_the_definition_the_cursor_is_in(tmp_path):
+    index = make(tmp_path)
+    index.update_file("bank/ledger.py", "def close_ledger(book):\n    book.archive()\n    return book\n")
+    index.update_file("bank/printer.py", "def print_report(report):\n    report.render()\n")
+    lines = ["def print_report(report):", "    report.render()", "", "", "def close_ledger(book):", "    "]
+    similar = ContextRetriever(index, count)._similar("bank/service.py", lines, 5, 4, 1.0)
+    assert [s.path for s in similar] == ["bank/ledger.py"]
+
+
+def test_similar_chunks_end_on_a_whole_statement(tmp_path):
+    index = make(tmp_path)
+    body = "".join(f"    book.entry_{i}()\n" for i in range(13)) + "\n    @deprecated(\n        'no'\n    )\n    def reopen(\n        book,"
+    index.update_file("bank/ledger.py", "def close_ledger(book):\n" + body + "\n    ):\n        pass\n")
+    lines = ["def close_ledger(book):", "    "]
+    similar = ContextRetriever(index, count)._similar("bank/service.py", lines, 1, 4, 1.0)
+    assert similar[0].text.endswith("    book.entry_12()")
+
+
+def test_similar_chunks_do_not_end_inside_a_docstring(tmp_path):
+    index = make(tmp_path)
+    doc = "".join(f"    ledger line {i}\n" for i in range(20))
+    index.update_file("bank/ledger.py", f'book.close_ledger()\nbook.archive()\ndef close_ledger(book):\n    """\n{doc}    """\n')
+    similar = ContextRetriever(index, count)._similar("bank/service.py", ["book.close_ledger("], 0, 19, 1.0)
+    assert similar[0].text == "book.close_ledger()\nbook.archive()"

@@ -22,7 +22,8 @@ from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .statements import TRIPLE_QUOTE_RE, block_floor, closers, code_start, leaves_block
+from .statements import (TRIPLE_QUOTE_RE, block_floor, closers, code_start, indent_width,
+                         leaves_block, open_string)
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
 from .usages import MAX_CALL_LINES, call_sites, callee_at
 from .workspace_index import WorkspaceIndex
@@ -45,6 +46,7 @@ SHORT_MEMBER_LINES = 3  # members this short keep their text in a class outline
 BODY_HEAD_LINES = 6  # a long function shows its header, docstring and this many body lines
 _SELF_ASSIGN_RE = re.compile(r"\s*self\.[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?=[^=]")
 _FIELD_RE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?(=[^=]|$)")
+_HEADER_RE = re.compile(r"\s*(async\s+)?(def|class|function|fn|func)\b")
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
 self cls this super function const let var return if else elif for while class struct impl fn
@@ -124,7 +126,7 @@ class ContextRetriever:
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
         fresh_line = not lines[line][:col].strip()  # a new statement: what it is, is open
-        candidates += self._similar(rel_path, lines, line,
+        candidates += self._similar(rel_path, lines, line, col,
                                     SIMILAR_AT_LINE_START if fresh_line else SOURCE_WEIGHT["similar"])
         head = self._head(rel_path, lines, symbols, line, window, weights) + above
 
@@ -326,8 +328,14 @@ class ContextRetriever:
                                      SOURCE_WEIGHT["recent"] / (1 + rank)))
         return found
 
-    def _similar(self, rel_path: str, lines: list[str], line: int, weight: float) -> list[Snippet]:
-        query = Counter(IDENT_RE.findall("\n".join(lines[max(0, line - 12):line + 1])))
+    def _similar(self, rel_path: str, lines: list[str], line: int, col: int,
+                 weight: float) -> list[Snippet]:
+        """Chunks of other files like the code at the cursor: its line and the lines above it
+        from the header of the definition it is in (the one before says nothing of it)."""
+        start, floor = max(0, line - 12), block_floor(lines[line], col)
+        header = next((n for n in range(line - 1, start - 1, -1)
+                       if _HEADER_RE.match(lines[n]) and indent_width(lines[n]) < floor), start)
+        query = Counter(IDENT_RE.findall("\n".join(lines[header:line] + [lines[line][:col]])))
         for word in COMMON_WORDS & query.keys():
             del query[word]
         found = []
@@ -339,10 +347,12 @@ class ContextRetriever:
                 continue
             file_lines = text.split("\n")
             start = code_start(file_lines, chunk.start_line, chunk.end_line)
-            body = "\n".join(file_lines[start:chunk.end_line])
+            if open_string(file_lines, start):
+                continue  # all of it inside one docstring
+            end = _whole_end(file_lines, start, chunk.end_line)
+            body = "\n".join(file_lines[start:end])
             if body.strip():
-                found.append(Snippet(chunk.path, start, chunk.end_line, body, "similar",
-                                     weight * score / top))
+                found.append(Snippet(chunk.path, start, end, body, "similar", weight * score / top))
         return found
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
@@ -537,6 +547,27 @@ def _body_head(definition: Definition, def_lines: list[str], count: int) -> list
     while body and (_depth("\n".join(body)) != 0 or body[-1].rstrip().endswith(":")):
         body.pop()  # an open bracket or a block header without its block
     return body
+
+
+def _whole_end(lines: list[str], start: int, end: int) -> int:
+    """``end``, or less so that lines [start, end) end on a whole statement: not inside
+    brackets or a docstring, not on a block header, decorator or blank line (the model goes
+    on from there)."""
+    quotes = [n for n in range(start, end) if TRIPLE_QUOTE_RE.search(lines[n])]
+    if len(TRIPLE_QUOTE_RE.findall("\n".join(lines[start:end]))) % 2:
+        end = quotes[-1]  # where the string still open at the end starts
+    while end > start:
+        first = end - 1  # the first line of the last statement
+        while first > start and _depth("\n".join(lines[first:end])) < 0:
+            first -= 1
+        if lines[first].lstrip().startswith("@"):
+            end = first
+        elif _depth("\n".join(lines[start:end])) > 0 or not lines[end - 1].strip() \
+                or lines[end - 1].rstrip().endswith(":"):
+            end -= 1
+        else:
+            return end
+    return end
 
 
 def _depth(text: str) -> int:
