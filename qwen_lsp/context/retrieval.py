@@ -2,7 +2,7 @@
 
 Sources, strongest first: definitions of the names used near the cursor (imports resolved to
 their files, then same-named definitions elsewhere in the repo; the call the cursor is in
-first, project imports the file does not use yet next); calls of that function in other files;
+first, the file's other project imports after them); calls of that function in other files;
 the sibling test or implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
 The current file's imports, enclosing definitions and the definitions above the local window
 it uses come back apart, as a ``head`` for the prompt builder to put before the window (those
@@ -31,7 +31,6 @@ from .workspace_index import WorkspaceIndex
 NEAR_LINES_BEFORE = 30
 NEAR_LINES_AFTER = 5
 FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used near the cursor
-UNUSED_IMPORT_WEIGHT = 1.0  # ... and used nowhere in the file yet: likely what comes next
 CALLEE_WEIGHT = 3.0  # added to the name of the call the cursor is in
 NAMESAKE_WEIGHT = 1.0  # added to an import named like a name on the cursor's line (reader = GGUFReader()
 CALL_SITES = 3  # calls of that name elsewhere shown
@@ -194,8 +193,7 @@ class ContextRetriever:
                       if d.parent is None and d.start_line < len(lines)
                       and not lines[d.start_line][:1].isspace()}
         defined_here = {d.name for d in symbols.definitions}
-        ranked = Counter({name: UNUSED_IMPORT_WEIGHT if symbols.identifiers[name] <= 1
-                          else FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
+        ranked = Counter({name: FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
         ranked.update({name: weight for name, weight in weights.items()
                        if weight > ranked[name]})
         on_line = {_words(name) for name in IDENT_RE.findall(typed) if name not in COMMON_WORDS}
@@ -359,7 +357,7 @@ class ContextRetriever:
               window: tuple[int, int], weights: Counter) -> list[Snippet]:
         """Before the window: the definitions enclosing the cursor (a class as its outline
         above the window: what ``self`` has), then the import statements that bind names used
-        near it or not used yet, then the other project imports."""
+        near it, then the other project imports."""
         head: list[Snippet] = []
         enclosing = [d for d in symbols.definitions
                      if d.start_line < window[0] and d.end_line >= line]
@@ -375,8 +373,7 @@ class ContextRetriever:
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
         starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
-                         and any(name in weights or symbols.identifiers[name] <= 1
-                                 for name in imp.bindings if name != "*")})
+                         and any(name in weights for name in imp.bindings if name != "*")})
         starts += sorted({imp.line for imp in symbols.imports if imp.line < window[0]
                           and imp.line not in starts and self._is_project_import(imp, rel_path)})
         for start in starts:
