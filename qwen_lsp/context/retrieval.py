@@ -32,7 +32,7 @@ NEAR_LINES_BEFORE = 30
 NEAR_LINES_AFTER = 5
 FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used near the cursor
 CALLEE_WEIGHT = 3.0  # added to the name of the call the cursor is in
-NAMESAKE_WEIGHT = 1.0  # added to an import named like a name on the cursor's line (reader = GGUFReader()
+NAMESAKE_WEIGHT = 1.0  # added to an import named like a name on the cursor's line: reader, GGUFReader
 CALL_SITES = 3  # calls of that name elsewhere shown
 CONSTANT_WEIGHT = 0.3  # a module-level assignment (alias, constant) says little beyond its name
 SIMILAR_AT_LINE_START = 2.0  # similar code weighs more where a new statement starts
@@ -366,10 +366,11 @@ class ContextRetriever:
             body = indent + definition.signature.strip()
             if definition.kind in CONTAINER_KINDS:
                 body = self._outline(rel_path, definition, lines, symbols, window[0])
-            elif rel_path.endswith(".py") and not body.endswith(":"):
-                body += ":"
-            if definition.doc and definition.kind not in CONTAINER_KINDS:
-                body += "\n" + _inner_indent(lines, definition, indent, "    ") + short_doc(definition.doc)
+            else:
+                if rel_path.endswith(".py") and not body.endswith(":"):
+                    body += ":"
+                if definition.doc:
+                    body += "\n" + _inner_indent(lines, definition, indent, "    ") + short_doc(definition.doc)
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
         starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
