@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 
 from .context.languages import comment_prefix
 from .context.retrieval import Snippet
-from .context.statements import code_start
+from .context.statements import block_floor, code_start, leaves_block
 
 WINDOW_SNAP_LINES = 16
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
@@ -122,9 +122,9 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
     suffix_parts = [current_suffix]
     used = count_tokens(current_suffix)
     end = line + 1
-    floor = _indent_width(lines[line] if lines[line].strip() else lines[line][:col])
+    floor = block_floor(lines[line], col)
     while end < len(lines):
-        if _leaves_block(lines[end], floor):
+        if leaves_block(lines[end], floor):
             break
         cost = count_tokens("\n" + lines[end])
         if used + cost > budgets.suffix_tokens:
@@ -133,18 +133,6 @@ def local_window(text: str, line: int, col: int, count_tokens: Callable[[str], i
         used += cost
         end += 1
     return Window(start, end, prefix, "\n".join(suffix_parts))
-
-
-def _indent_width(line: str) -> int:
-    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
-
-
-def _leaves_block(line: str, floor: int) -> bool:
-    """Whether a line after the cursor starts code outside the cursor's block (less indented,
-    not a closing bracket). The suffix stops there: a suffix that ends in the next
-    definition's header makes a small model write that definition's body as the middle."""
-    stripped = line.strip()
-    return bool(stripped) and stripped[0] not in ")]}" and _indent_width(line) < floor
 
 
 def _anchor_fits(lines: list[str], anchor: int, line: int, used: int, count_tokens: Callable[[str], int],

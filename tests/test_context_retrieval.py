@@ -165,16 +165,27 @@ def test_head_carries_imports_and_enclosing_headers_beyond_the_window(tmp_path):
     assert len(lines) == 8
 
 
-def test_head_puts_imports_of_names_not_used_yet_first(tmp_path):
+def test_head_puts_imports_of_names_used_near_the_cursor_first(tmp_path):
     index = make(tmp_path)
-    text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\nx = Account(1)\n"
-            + "\n" * 40 + "def charge(owner):\n    return ")
+    text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\n"
+            + "\n" * 40 + "def charge(owner):\n    fee = monthly_fee(owner)\n    return ")
     lines = text.split("\n")
     result = ContextRetriever(index, count).retrieve(
         "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400,
         head_budget_tokens=12)
     assert [s.text for s in result.head if s.source == "imports"] == [
         "from bank.fees import monthly_fee"]
+
+
+def test_an_import_not_used_yet_weighs_as_little_as_a_far_one(tmp_path):
+    index = make(tmp_path)
+    far = "x = monthly_fee(1)\n" + "\n" * 40
+    text = "from bank.models import Account\nfrom bank.fees import monthly_fee\n\n" + far + "def charge(client):\n    return "
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400)
+    scores = {s.path: s.score for s in result.snippets if s.source == "import"}
+    assert scores["bank/models.py"] == scores["bank/fees.py"]  # the eval's masking leaves such imports
 
 
 def test_positions_past_the_end_are_clamped(tmp_path):
@@ -218,7 +229,7 @@ def test_tab_indented_outlines_and_chunks_cut_inside_a_docstring(tmp_path):
     retriever = ContextRetriever(index, count)
     outline = retriever._render("spec.py", index.symbols("spec.py").definitions[0], "import", 1.0).text
     assert outline.startswith('class Spec:\n\t"""A spec."""\n\tdef m0(self):\n\t\t"""Step 0."""\n')
-    similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 1.0)
+    similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 14, 1.0)
     assert similar and all(not s.text.lstrip().startswith(("*line", '"""')) for s in similar)
     assert any(s.text == "\treturn path.strip()\n" or s.text.startswith("\treturn path.strip()") for s in similar)
 
@@ -233,3 +244,126 @@ def test_module_constants_rank_below_functions_used_as_much(tmp_path):
     result = ContextRetriever(index, count).retrieve("main.py", text, 3, 4, (0, 4), 400)
     scores = {s.text.split()[0]: s.score for s in result.snippets}
     assert scores["def"] > scores["LIMIT"]
+
+
+def test_the_next_definition_below_the_cursor_is_not_what_it_uses(tmp_path):
+    index = make(tmp_path)
+    text = ("def first(x):\n    \n\n\ndef helper_below(y):\n    return y\n"
+            + "".join(f"def pad{i}():\n    return {i}\n" for i in range(30)))
+    result = ContextRetriever(index, count).retrieve("bank/service.py", text, 1, 4, (0, 2), 400)
+    assert "helper_below" not in result.query
+    assert not any("helper_below" in s.text for s in result.snippets + result.head)
+
+
+def test_local_definitions_below_the_window_go_with_the_context_not_the_head(tmp_path):
+    index = make(tmp_path)
+    text = ("def charge(owner):\n    return apply_fee(owner)\n\n"
+            + "".join(f"def pad{i}():\n    return {i}\n" for i in range(30))
+            + "def apply_fee(owner):\n    return owner\n")
+    index.update_file("bank/service.py", text)  # as the editor's didChange does
+    result = ContextRetriever(index, count).retrieve("bank/service.py", text, 1, 27, (0, 3), 400)
+    assert not any("apply_fee(owner):" in s.text for s in result.head)
+    assert any(s.source == "local" and s.text.startswith("def apply_fee") for s in result.snippets)
+
+
+def test_head_outlines_the_enclosing_class_above_the_window(tmp_path):
+    index = make(tmp_path)
+    lines = MODELS.split("\n")
+    cursor = lines.index("        self.balance -= amount")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/models.py", MODELS, cursor, 8, (cursor - 2, cursor + 1), 400)
+    head = "\n".join(s.text for s in result.head)
+    assert head.startswith('class Account:\n    """A bank account with a balance."""')
+    assert "        self.owner = owner" in head  # what self has
+    assert "    def deposit(self, amount: int) -> int:" in head
+    assert "def extra_0" not in head  # members below the window are not listed
+
+
+def test_cut_definitions_end_on_a_whole_statement(tmp_path):
+    index = make(tmp_path)
+    retriever = ContextRetriever(index, count)
+    from qwen_lsp.context.retrieval import Snippet
+    text = "class Big:\n    x = 1\n    def __init__(\n        self,\n        a,\n        b,\n    ):\n        self.a = a"
+    cut = retriever._cut(Snippet("a.py", 0, 8, text, "import", 1.0), count("\n".join(text.split("\n")[:5])))
+    assert cut.text == "class Big:\n    x = 1"
+
+
+def test_head_imports_under_a_condition_are_dedented(tmp_path):
+    index = make(tmp_path)
+    text = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bank.models import Account\n"
+            + "\n" * 40 + "def charge(owner: Account):\n    return ")
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400)
+    assert "from bank.models import Account" in [s.text for s in result.head]
+
+
+def test_a_long_constant_shows_its_first_lines_with_brackets_closed(tmp_path):
+    root = tmp_path / "names"
+    root.mkdir()
+    entries = "".join(f'    Kind.K{i}: "k{i}",\n' for i in range(20))
+    (root / "names.py").write_text(f"NAMES: dict[Kind, str] = {{\n{entries}}}\n\n\nclass Table:\n"
+                                   "    cfg: dict[str, int] = {\n        'a': 1,\n    }\n"
+                                   "    def get(self):\n        return self.cfg\n")
+    index = WorkspaceIndex(root)
+    index.index_all()
+    retriever = ContextRetriever(index, count)
+    definitions = {d.name: d for d in index.symbols("names.py").definitions}
+    text = retriever._render("names.py", definitions["NAMES"], "import", 1.0).text
+    assert text.startswith('NAMES: dict[Kind, str] = {\n    Kind.K0: "k0",\n') and text.endswith('",\n}')
+    assert "=:" not in text
+    outline = retriever._outline("names.py", definitions["Table"], index.text("names.py").split("\n"))
+    assert "    cfg: dict[str, int] = {}" in outline
+
+
+def test_calls_of_builtin_methods_bring_no_call_sites(tmp_path):
+    index = make(tmp_path)
+    (index.root / "bank/report.py").write_text("def report(a):\n    return '{0}'.format(a.owner)\n")
+    index.index_all()
+    text = "from bank.models import Account\n\ndef show(a):\n    return '{0}'.format("
+    result = ContextRetriever(index, count).retrieve("bank/service.py", text, 3, len("    return '{0}'.format("),
+                                                     (0, 4), 400)
+    assert not any(s.source == "usage" for s in result.snippets)
+    text = text.replace("'{0}'.format(", "monthly_fee(")
+    index.update_file("bank/report.py", "def report(a):\n    return monthly_fee(a.balance)\n")
+    result = ContextRetriever(index, count).retrieve("bank/service.py", text, 3, len("    return monthly_fee("),
+                                                     (0, 4), 400)
+    assert any(s.source == "usage" for s in result.snippets)
+
+
+def test_an_import_named_like_the_name_being_assigned_is_shown(tmp_path):
+    index = make(tmp_path)
+    uses = "".join(f"    x{i} = Account({i}) if monthly_fee({i}) else None\n" for i in range(40))
+    text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\n\ndef setup(self):\n"
+            + uses + "    self.bank_account = ")
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (len(lines) - 3, len(lines)), 400)
+    scores = {s.path: s.score for s in result.snippets if s.source == "import"}
+    assert scores["bank/models.py"] > scores["bank/fees.py"]  # bank_account: Account
+
+
+def test_similar_chunks_are_like_the_definition_the_cursor_is_in(tmp_path):
+    index = make(tmp_path)
+    index.update_file("bank/ledger.py", "def close_ledger(book):\n    book.archive()\n    return book\n")
+    index.update_file("bank/printer.py", "def print_report(report):\n    report.render()\n")
+    lines = ["def print_report(report):", "    report.render()", "", "", "def close_ledger(book):", "    "]
+    similar = ContextRetriever(index, count)._similar("bank/service.py", lines, 5, 4, 1.0)
+    assert [s.path for s in similar] == ["bank/ledger.py"]
+
+
+def test_similar_chunks_end_on_a_whole_statement(tmp_path):
+    index = make(tmp_path)
+    body = "".join(f"    book.entry_{i}()\n" for i in range(13)) + "\n    @deprecated(\n        'no'\n    )\n    def reopen(\n        book,"
+    index.update_file("bank/ledger.py", "def close_ledger(book):\n" + body + "\n    ):\n        pass\n")
+    lines = ["def close_ledger(book):", "    "]
+    similar = ContextRetriever(index, count)._similar("bank/service.py", lines, 1, 4, 1.0)
+    assert similar[0].text.endswith("    book.entry_12()")
+
+
+def test_similar_chunks_do_not_end_inside_a_docstring(tmp_path):
+    index = make(tmp_path)
+    doc = "".join(f"    ledger line {i}\n" for i in range(20))
+    index.update_file("bank/ledger.py", f'book.close_ledger()\nbook.archive()\ndef close_ledger(book):\n    """\n{doc}    """\n')
+    similar = ContextRetriever(index, count)._similar("bank/service.py", ["book.close_ledger("], 0, 19, 1.0)
+    assert similar[0].text == "book.close_ledger()\nbook.archive()"

@@ -47,19 +47,3 @@ def test_retrieval_shows_the_callee_and_its_calls(tmp_path):
     sources = {(s.source, s.path) for s in result.snippets}
     assert ("import", "models.py") in sources
     assert ("usage", "a.py") in sources and ("usage", "b.py") in sources
-
-
-def test_project_imports_not_used_yet_rank_above_far_used_ones(tmp_path):
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "models.py").write_text("def make_account(owner, balance=0):\n    return owner, balance\n\n\n"
-                                    "def close_account(account):\n    return None\n")
-    index = WorkspaceIndex(root)
-    index.index_all()
-    text = ("from models import make_account, close_account\n\nz = close_account(1)\n" + "\n" * 40
-            + "def g():\n    return ")
-    lines = text.split("\n")
-    retriever = ContextRetriever(index, lambda t: len(t.split()) + t.count("\n"))
-    result = retriever.retrieve("c.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400)
-    scores = {s.text.split("(")[0]: s.score for s in result.snippets if s.path == "models.py"}
-    assert scores["def make_account"] > scores["def close_account"]

@@ -2,10 +2,11 @@
 
 Sources, strongest first: definitions of the names used near the cursor (imports resolved to
 their files, then same-named definitions elsewhere in the repo; the call the cursor is in
-first, project imports the file does not use yet next); calls of that function in other files;
+first, the file's other project imports after them); calls of that function in other files;
 the sibling test or implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
-The current file's imports, enclosing headers and the definitions it uses from beyond the
-local window come back apart, as a ``head`` for the prompt builder to put before the window.
+The current file's imports, enclosing definitions and the definitions above the local window
+it uses come back apart, as a ``head`` for the prompt builder to put before the window (those
+below it go with the other files' context, keeping the file's order).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import builtins
 import keyword
 import os
 import re
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .statements import TRIPLE_QUOTE_RE, code_start
+from .statements import (TRIPLE_QUOTE_RE, block_floor, closers, code_start, indent_width,
+                         leaves_block, open_string)
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
 from .usages import MAX_CALL_LINES, call_sites, callee_at
 from .workspace_index import WorkspaceIndex
@@ -28,20 +31,21 @@ from .workspace_index import WorkspaceIndex
 NEAR_LINES_BEFORE = 30
 NEAR_LINES_AFTER = 5
 FAR_IMPORT_WEIGHT = 0.2  # a name the file imports from the project but not used near the cursor
-UNUSED_IMPORT_WEIGHT = 1.0  # ... and used nowhere in the file yet: likely what comes next
 CALLEE_WEIGHT = 3.0  # added to the name of the call the cursor is in
+NAMESAKE_WEIGHT = 1.0  # added to an import named like a name on the cursor's line: reader, GGUFReader
 CALL_SITES = 3  # calls of that name elsewhere shown
 CONSTANT_WEIGHT = 0.3  # a module-level assignment (alias, constant) says little beyond its name
 SIMILAR_AT_LINE_START = 2.0  # similar code weighs more where a new statement starts
 MAX_OUTLINE_MEMBERS = 24
 CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
-DEFINITION_SOURCES = ("import", "local", "repo")  # cut to fit rather than left out
+DEFINITION_SOURCES = ("import", "local", "repo", "outline")  # cut to fit rather than left out
 MIN_CUT_TOKENS = 48  # a definition cut shorter than this says too little
 SHORT_MEMBER_LINES = 3  # members this short keep their text in a class outline
 BODY_HEAD_LINES = 6  # a long function shows its header, docstring and this many body lines
 _SELF_ASSIGN_RE = re.compile(r"\s*self\.[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?=[^=]")
 _FIELD_RE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?(=[^=]|$)")
+_HEADER_RE = re.compile(r"\s*(async\s+)?(def|class|function|fn|func)\b")
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
 self cls this super function const let var return if else elif for while class struct impl fn
@@ -52,6 +56,8 @@ throw throws raise async await yield def lambda nil null undefined true false mu
 crate std namespace template typename auto size_t uint8_t uint32_t int32_t int64_t err error
 go defer chan map range select struct include define ifdef ifndef endif args kwargs
 """.split())
+BUILTIN_METHODS = frozenset(name for kind in (str, bytes, list, dict, set, tuple, int, float)
+                            for name in dir(kind) if not name.startswith("_"))
 
 # ranking weights per source; definitions of what the cursor uses come first
 SOURCE_WEIGHT = {"import": 3.0, "local": 2.4, "repo": 1.6, "sibling": 1.0, "recent": 1.2,
@@ -104,20 +110,24 @@ class ContextRetriever:
         symbols = self._symbols(rel_path, text)
         weights, attrs = _query(lines, line, col)
         callee = callee_at("\n".join(lines[max(0, line - MAX_CALL_LINES):line] + [lines[line][:col]]))
+        if callee and callee in COMMON_WORDS | BUILTIN_METHODS and not self.index.definitions_named(callee):
+            callee = None  # `"{}".format(`, `d.get(`: how other code calls it says nothing here
         if callee:
             weights[callee] += CALLEE_WEIGHT
         window_lines = {l.strip() for l in lines[window[0]:window[1]] if l.strip()}
 
-        definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window)
-        local = sorted((s for s in definitions if s.source == "local"), key=lambda s: -s.score)
-        candidates = [s for s in definitions if s.source != "local"]
+        definitions = self._definitions(rel_path, lines, symbols, weights, attrs, window,
+                                        lines[line][:col])
+        above = sorted((s for s in definitions if s.source == "local" and s.start_line < window[0]),
+                       key=lambda s: -s.score)  # the head keeps the file's order
+        candidates = [s for s in definitions if s not in above]
         candidates += self._usages(rel_path, callee) if callee else []
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
         fresh_line = not lines[line][:col].strip()  # a new statement: what it is, is open
-        candidates += self._similar(rel_path, lines, line,
+        candidates += self._similar(rel_path, lines, line, col,
                                     SIMILAR_AT_LINE_START if fresh_line else SOURCE_WEIGHT["similar"])
-        head = self._head(rel_path, lines, symbols, line, window, weights) + local
+        head = self._head(rel_path, lines, symbols, line, window, weights) + above
 
         if head_budget_tokens is None:
             head_budget_tokens = budget_tokens // 3
@@ -142,7 +152,11 @@ class ContextRetriever:
         return symbols
 
     def _definitions(self, rel_path: str, lines: list[str], symbols: FileSymbols, weights: Counter,
-                     attrs: dict[str, set[str]], window: tuple[int, int]) -> list[Snippet]:
+                     attrs: dict[str, set[str]], window: tuple[int, int],
+                     typed: str) -> list[Snippet]:
+        """Definitions of the names the cursor uses, of the file's other project imports (far
+        ones weigh little) and of the imports named like a name on the cursor's line
+        (``self.position_codec = `` wants ``PositionCodec``)."""
         bindings: dict[str, tuple[str, str]] = {}  # local name -> (resolved file, original name)
         module_bindings: dict[str, str] = {}  # local name -> module file
         for imp in symbols.imports:
@@ -179,10 +193,12 @@ class ContextRetriever:
                       if d.parent is None and d.start_line < len(lines)
                       and not lines[d.start_line][:1].isspace()}
         defined_here = {d.name for d in symbols.definitions}
-        ranked = Counter({name: UNUSED_IMPORT_WEIGHT if symbols.identifiers[name] <= 1
-                          else FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
+        ranked = Counter({name: FAR_IMPORT_WEIGHT for name in bindings})  # all it imports
         ranked.update({name: weight for name, weight in weights.items()
                        if weight > ranked[name]})
+        on_line = {_words(name) for name in IDENT_RE.findall(typed) if name not in COMMON_WORDS}
+        ranked.update({name: NAMESAKE_WEIGHT for name in bindings if name not in typed and any(
+            _same_ending(_words(name), words) for words in on_line)})
         for name, weight in ranked.most_common():
             if name in bindings:
                 path, original = bindings[name]
@@ -225,11 +241,17 @@ class ContextRetriever:
             weight *= CONSTANT_WEIGHT
         return Snippet(path, start, end, body, source, SOURCE_WEIGHT[source] * weight)
 
-    def _outline(self, path: str, definition: Definition, lines: list[str]) -> str:
+    def _outline(self, path: str, definition: Definition, lines: list[str],
+                 file_symbols: FileSymbols | None = None, before: int | None = None) -> str:
         """Header, first docstring line, then (for classes) fields and members, each as its
         header and docstring line or first body line: ``__init__`` keeps its attribute
-        assignments, short members their text; a long function its first body lines."""
+        assignments, short members their text; a long function its first body lines.
+        ``before``: only the fields and members that end above this line."""
         python = path.endswith((".py", ".pyi"))
+        if definition.kind == "constant":  # its first lines, brackets closed: a value reads whole
+            head = lines[definition.start_line:definition.start_line + 1 + BODY_HEAD_LINES]
+            close = closers("\n".join(head))
+            return "\n".join(head + ([_indent(head[0]) + close] if close else []))
         indent = _indent(lines[definition.start_line]) if definition.start_line < len(lines) else ""
         inner = _inner_indent(lines, definition, indent, "    " if python else "  ")
         header = indent + definition.signature.strip()
@@ -237,13 +259,14 @@ class ContextRetriever:
         doc = _doc_line(definition.doc) if python else short_doc(definition.doc)
         if doc:
             parts.append(inner + doc)
-        file_symbols = self.index.symbols(path)
+        file_symbols = file_symbols or self.index.symbols(path)
         members = [d for d in (file_symbols.definitions if file_symbols else [])
                    if definition.kind in CONTAINER_KINDS and d.parent == definition.name
                    and definition.start_line < d.start_line <= definition.end_line]
+        end = len(lines) if before is None else before
         if python and members:
-            parts += _fields(lines, definition, members, inner)
-        for member in members[:MAX_OUTLINE_MEMBERS]:
+            parts += _fields(lines, definition, members, inner, end)
+        for member in [m for m in members if m.end_line < end][:MAX_OUTLINE_MEMBERS]:
             member_lines = lines[member.start_line:member.end_line + 1]
             if not python:
                 parts.append(_indent(member_lines[0]) + member.signature.strip())
@@ -303,8 +326,14 @@ class ContextRetriever:
                                      SOURCE_WEIGHT["recent"] / (1 + rank)))
         return found
 
-    def _similar(self, rel_path: str, lines: list[str], line: int, weight: float) -> list[Snippet]:
-        query = Counter(IDENT_RE.findall("\n".join(lines[max(0, line - 12):line + 1])))
+    def _similar(self, rel_path: str, lines: list[str], line: int, col: int,
+                 weight: float) -> list[Snippet]:
+        """Chunks of other files like the code at the cursor: its line and the lines above it
+        from the header of the definition it is in (the one before says nothing of it)."""
+        start, floor = max(0, line - 12), block_floor(lines[line], col)
+        header = next((n for n in range(line - 1, start - 1, -1)
+                       if _HEADER_RE.match(lines[n]) and indent_width(lines[n]) < floor), start)
+        query = Counter(IDENT_RE.findall("\n".join(lines[header:line] + [lines[line][:col]])))
         for word in COMMON_WORDS & query.keys():
             del query[word]
         found = []
@@ -316,31 +345,36 @@ class ContextRetriever:
                 continue
             file_lines = text.split("\n")
             start = code_start(file_lines, chunk.start_line, chunk.end_line)
-            body = "\n".join(file_lines[start:chunk.end_line])
+            if open_string(file_lines, start):
+                continue  # all of it inside one docstring
+            end = _whole_end(file_lines, start, chunk.end_line)
+            body = "\n".join(file_lines[start:end])
             if body.strip():
-                found.append(Snippet(chunk.path, start, chunk.end_line, body, "similar",
-                                     weight * score / top))
+                found.append(Snippet(chunk.path, start, end, body, "similar", weight * score / top))
         return found
 
     def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
               window: tuple[int, int], weights: Counter) -> list[Snippet]:
-        """Before the window: the headers enclosing the cursor, then the import statements
-        that bind names used near it or not used yet, then the other project imports."""
+        """Before the window: the definitions enclosing the cursor (a class as its outline
+        above the window: what ``self`` has), then the import statements that bind names used
+        near it, then the other project imports."""
         head: list[Snippet] = []
         enclosing = [d for d in symbols.definitions
                      if d.start_line < window[0] and d.end_line >= line]
         for definition in enclosing:
             indent = _indent(lines[definition.start_line])
             body = indent + definition.signature.strip()
-            if rel_path.endswith(".py") and not body.endswith(":"):
-                body += ":"
-            if definition.doc:
-                body += "\n" + _inner_indent(lines, definition, indent, "    ") + short_doc(definition.doc)
+            if definition.kind in CONTAINER_KINDS:
+                body = self._outline(rel_path, definition, lines, symbols, window[0])
+            else:
+                if rel_path.endswith(".py") and not body.endswith(":"):
+                    body += ":"
+                if definition.doc:
+                    body += "\n" + _inner_indent(lines, definition, indent, "    ") + short_doc(definition.doc)
             head.append(Snippet(rel_path, definition.start_line, definition.start_line + 1,
                                 body, "outline", 1.0))
         starts = sorted({imp.line for imp in symbols.imports if imp.line < window[0]
-                         and any(name in weights or symbols.identifiers[name] <= 1
-                                 for name in imp.bindings if name != "*")})
+                         and any(name in weights for name in imp.bindings if name != "*")})
         starts += sorted({imp.line for imp in symbols.imports if imp.line < window[0]
                           and imp.line not in starts and self._is_project_import(imp, rel_path)})
         for start in starts:
@@ -350,7 +384,8 @@ class ContextRetriever:
                 end += 1
                 if depth <= 0:
                     break
-            head.append(Snippet(rel_path, start, end, "\n".join(lines[start:end]), "imports", 1.0))
+            statement = textwrap.dedent("\n".join(lines[start:end]))  # `if TYPE_CHECKING:` ones too
+            head.append(Snippet(rel_path, start, end, statement, "imports", 1.0))
         return head
 
     def _is_project_import(self, imp: Import, rel_path: str) -> bool:
@@ -398,6 +433,8 @@ class ContextRetriever:
                 low = middle
             else:
                 high = middle
+        while low and (_depth("\n".join(lines[:low])) != 0 or lines[low - 1].rstrip().endswith(":")):
+            low -= 1  # end on a whole statement, not inside a signature or on a bare header
         if low < 2:
             return None
         text = "\n".join(lines[:low])
@@ -406,7 +443,8 @@ class ContextRetriever:
 
 
 def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, set[str]]]:
-    """Identifiers near the cursor weighted by closeness, and attributes used on each name."""
+    """Identifiers near the cursor weighted by closeness, and attributes used on each name.
+    Below the cursor only its own block counts: the next definition is not what it uses."""
     weights: Counter = Counter()
     attrs: dict[str, set[str]] = {}
     current = lines[line][:col]
@@ -414,7 +452,9 @@ def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, se
     if partial and partial.start() == 0:  # drop the word being typed: it changes every key
         current = current[: len(current) - partial.end()]
     start = max(0, line - NEAR_LINES_BEFORE)
-    end = min(len(lines), line + NEAR_LINES_AFTER + 1)
+    end, floor = line + 1, block_floor(lines[line], col)
+    while end < min(len(lines), line + NEAR_LINES_AFTER + 1) and not leaves_block(lines[end], floor):
+        end += 1
     for number in range(start, end):
         text = current if number == line else lines[number]
         closeness = 1.0 / (1 + abs(number - line) / 4)
@@ -424,6 +464,18 @@ def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, se
         for base, attr in _ATTR_RE.findall(text):
             attrs.setdefault(base, set()).add(attr)
     return weights, attrs
+
+
+def _words(name: str) -> tuple[str, ...]:
+    """A name's lower-case words: ``GGUFReader`` and ``_gguf_reader`` give (gguf, reader)."""
+    return tuple(w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)
+                 if len(w) > 1)
+
+
+def _same_ending(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether the shorter of two word lists ends the longer (reader, GGUFReader)."""
+    shorter, longer = sorted((a, b), key=len)
+    return bool(shorter) and longer[-len(shorter):] == shorter
 
 
 def _mostly_in(text: str, window_lines: set[str]) -> bool:
@@ -443,13 +495,13 @@ def _doc_line(doc: str) -> str:
 
 
 def _fields(lines: list[str], definition: Definition, members: list[Definition],
-            inner: str) -> list[str]:
-    """A class's own assignments and annotations (fields, constants), outside its members
-    and its strings (a docstring's words read like bare annotations)."""
+            inner: str, before: int) -> list[str]:
+    """A class's own assignments and annotations (fields, constants) above line ``before``,
+    outside its members and its strings (a docstring's words read like bare annotations)."""
     inside = {n for m in members for n in range(m.start_line, m.end_line + 1)}
-    end = min(definition.end_line + 1, len(lines))
+    end = min(definition.end_line + 1, len(lines), before)
     inside |= _string_lines(lines, definition.start_line + 1, end)
-    return [lines[n] for n in range(definition.start_line + 1, end)
+    return [lines[n] + closers(lines[n]) for n in range(definition.start_line + 1, end)
             if n not in inside and _indent(lines[n]) == inner and _FIELD_RE.match(lines[n])][:12]
 
 
@@ -493,6 +545,27 @@ def _body_head(definition: Definition, def_lines: list[str], count: int) -> list
     while body and (_depth("\n".join(body)) != 0 or body[-1].rstrip().endswith(":")):
         body.pop()  # an open bracket or a block header without its block
     return body
+
+
+def _whole_end(lines: list[str], start: int, end: int) -> int:
+    """``end``, or less so that lines [start, end) end on a whole statement: not inside
+    brackets or a docstring, not on a block header, decorator or blank line (the model goes
+    on from there)."""
+    quotes = [n for n in range(start, end) if TRIPLE_QUOTE_RE.search(lines[n])]
+    if len(TRIPLE_QUOTE_RE.findall("\n".join(lines[start:end]))) % 2:
+        end = quotes[-1]  # where the string still open at the end starts
+    while end > start:
+        first = end - 1  # the first line of the last statement
+        while first > start and _depth("\n".join(lines[first:end])) < 0:
+            first -= 1
+        if lines[first].lstrip().startswith("@"):
+            end = first
+        elif _depth("\n".join(lines[start:end])) > 0 or not lines[end - 1].strip() \
+                or lines[end - 1].rstrip().endswith(":"):
+            end -= 1
+        else:
+            return end
+    return end
 
 
 def _depth(text: str) -> int:

@@ -41,3 +41,38 @@ def open_string(lines: list[str], line: int) -> str | None:
         elif match.group(0) == quote:
             quote = None
     return quote
+
+
+def indent_width(line: str) -> int:
+    return len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+
+
+def block_floor(line: str, col: int) -> int:
+    """The indentation of the block the cursor at ``col`` of ``line`` is in."""
+    return indent_width(line if line.strip() else line[:col])
+
+
+def leaves_block(line: str, floor: int) -> bool:
+    """Whether a line after the cursor starts code outside the cursor's block (less indented
+    than ``floor``, not a closing bracket): the next definition's header is not what the
+    cursor is writing (a small model given it writes that definition's body as the middle)."""
+    stripped = line.strip()
+    return bool(stripped) and stripped[0] not in ")]}" and indent_width(line) < floor
+
+
+def closers(text: str) -> str:
+    """The closing brackets that the brackets left open in ``text`` need, innermost first
+    (strings skipped, escapes respected)."""
+    stack: list[str] = []
+    quote, escaped = "", False
+    for char in text:
+        if quote:
+            quote = "" if char == quote and not escaped else quote
+            escaped = char == "\\" and not escaped
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            stack.append(")]}"["([{".index(char)])
+        elif char in ")]}" and stack:
+            stack.pop()
+    return "".join(reversed(stack))
