@@ -57,6 +57,15 @@ def make(tmp_path):
     return index
 
 
+def retrieve_at_end(index, text, first_window_line=30, **kwargs):
+    """Context for a cursor at the end of `text` as bank/service.py, the window from `first_window_line`
+    (negative: from the end) to the end."""
+    lines = text.split("\n")
+    window = (first_window_line % len(lines), len(lines))
+    return ContextRetriever(index, count).retrieve("bank/service.py", text, len(lines) - 1, len(lines[-1]), window,
+                                                   400, **kwargs)
+
+
 def retrieve(index, budget=400, recent=None, window=(0, 8)):
     retriever = ContextRetriever(index, count, recent)
     lines = SERVICE.split("\n")
@@ -169,10 +178,7 @@ def test_head_puts_imports_of_names_used_near_the_cursor_first(tmp_path):
     index = make(tmp_path)
     text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\n"
             + "\n" * 40 + "def charge(owner):\n    fee = monthly_fee(owner)\n    return ")
-    lines = text.split("\n")
-    result = ContextRetriever(index, count).retrieve(
-        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400,
-        head_budget_tokens=12)
+    result = retrieve_at_end(index, text, head_budget_tokens=12)
     assert [s.text for s in result.head if s.source == "imports"] == [
         "from bank.fees import monthly_fee"]
 
@@ -181,9 +187,7 @@ def test_an_import_not_used_yet_weighs_as_little_as_a_far_one(tmp_path):
     index = make(tmp_path)
     far = "x = monthly_fee(1)\n" + "\n" * 40
     text = "from bank.models import Account\nfrom bank.fees import monthly_fee\n\n" + far + "def charge(client):\n    return "
-    lines = text.split("\n")
-    result = ContextRetriever(index, count).retrieve(
-        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400)
+    result = retrieve_at_end(index, text)
     scores = {s.path: s.score for s in result.snippets if s.source == "import"}
     assert scores["bank/models.py"] == scores["bank/fees.py"]  # the eval's masking leaves such imports
 
@@ -292,9 +296,7 @@ def test_head_imports_under_a_condition_are_dedented(tmp_path):
     index = make(tmp_path)
     text = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from bank.models import Account\n"
             + "\n" * 40 + "def charge(owner: Account):\n    return ")
-    lines = text.split("\n")
-    result = ContextRetriever(index, count).retrieve(
-        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (30, len(lines)), 400)
+    result = retrieve_at_end(index, text)
     assert "from bank.models import Account" in [s.text for s in result.head]
 
 
@@ -336,9 +338,7 @@ def test_an_import_named_like_the_name_being_assigned_is_shown(tmp_path):
     uses = "".join(f"    x{i} = Account({i}) if monthly_fee({i}) else None\n" for i in range(40))
     text = ("from bank.models import Account\nfrom bank.fees import monthly_fee\n\n\ndef setup(self):\n"
             + uses + "    self.bank_account = ")
-    lines = text.split("\n")
-    result = ContextRetriever(index, count).retrieve(
-        "bank/service.py", text, len(lines) - 1, len(lines[-1]), (len(lines) - 3, len(lines)), 400)
+    result = retrieve_at_end(index, text, -3)
     scores = {s.path: s.score for s in result.snippets if s.source == "import"}
     assert scores["bank/models.py"] > scores["bank/fees.py"]  # bank_account: Account
 
