@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .context.languages import get_parser
+from .context.statements import code_chars, unclosed
 
 CONTROL_RE = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 # ASCII control characters other than tab and line ends: never code, and editors show them as ^G.
@@ -202,13 +203,13 @@ def balance_brackets(text: str, ctx: CursorContext) -> str:
     one nothing before it opened: `f(` + `x) or (` before `)` gives `x`; `max(1, f(` +
     `len(items))` before `)` keeps both; `x = ` + `g(y))` gives `g(y)`, but after an open
     `f(` on a line above, `y)` stays."""
-    open_before = len(_unclosed(ctx.line_prefix))
+    open_before = len(unclosed(ctx.line_prefix))
     closed_after = _closers_at_depth_zero(ctx.line_suffix)
     allowance = max(0, open_before - closed_after)
     # nothing left open above either: a closer past the allowance closes nothing
-    cut_stray = closed_after or not _unclosed("\n".join(ctx.prefix.split("\n")[-UNCLOSED_LINES:]))
+    cut_stray = closed_after or not unclosed("\n".join(ctx.prefix.split("\n")[-UNCLOSED_LINES:]))
     depth = 0
-    for i, char in _code_chars(text):
+    for i, char in code_chars(text):
         if char in OPENERS:
             depth += 1
         elif char in CLOSERS:
@@ -221,32 +222,9 @@ def balance_brackets(text: str, ctx: CursorContext) -> str:
     return text
 
 
-def _code_chars(text: str):
-    """(index, char) outside string literals (a simple quote tracker, escapes respected)."""
-    quote, escaped = "", False
-    for i, char in enumerate(text):
-        if quote:
-            quote = "" if char == quote and not escaped else quote
-            escaped = char == "\\" and not escaped
-        elif char in "\"'":
-            quote = char
-        else:
-            yield i, char
-
-
-def _unclosed(text: str) -> list[str]:
-    stack: list[str] = []
-    for _, char in _code_chars(text):
-        if char in OPENERS:
-            stack.append(char)
-        elif char in CLOSERS and stack:
-            stack.pop()
-    return stack
-
-
 def _closers_at_depth_zero(text: str) -> int:
     depth, closed = 0, 0
-    for _, char in _code_chars(text):
+    for _, char in code_chars(text):
         if char in OPENERS:
             depth += 1
         elif char in CLOSERS:

@@ -22,8 +22,8 @@ from typing import Callable
 
 from .languages import comment_prefix, language_for_path
 from .recent import RecentRegions
-from .statements import (TRIPLE_QUOTE_RE, block_floor, closers, code_start, indent_width,
-                         leaves_block, open_string)
+from .statements import (DEFINITION_RE, TRIPLE_QUOTE_RE, block_floor, closers, code_start,
+                         indent_width, leaves_block, open_string)
 from .symbols import IDENT_RE, Definition, FileSymbols, Import, extract_symbols, short_doc
 from .usages import MAX_CALL_LINES, call_sites, callee_at
 from .workspace_index import WorkspaceIndex
@@ -45,7 +45,6 @@ SHORT_MEMBER_LINES = 3  # members this short keep their text in a class outline
 BODY_HEAD_LINES = 6  # a long function shows its header, docstring and this many body lines
 _SELF_ASSIGN_RE = re.compile(r"\s*self\.[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?=[^=]")
 _FIELD_RE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*(:[^=]+)?(=[^=]|$)")
-_HEADER_RE = re.compile(r"\s*(async\s+)?(def|class|function|fn|func)\b")
 _ATTR_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 COMMON_WORDS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset("""
 self cls this super function const let var return if else elif for while class struct impl fn
@@ -332,7 +331,7 @@ class ContextRetriever:
         from the header of the definition it is in (the one before says nothing of it)."""
         start, floor = max(0, line - 12), block_floor(lines[line], col)
         header = next((n for n in range(line - 1, start - 1, -1)
-                       if _HEADER_RE.match(lines[n]) and indent_width(lines[n]) < floor), start)
+                       if DEFINITION_RE.match(lines[n]) and indent_width(lines[n]) < floor), start)
         query = Counter(IDENT_RE.findall("\n".join(lines[header:line] + [lines[line][:col]])))
         for word in COMMON_WORDS & query.keys():
             del query[word]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 TRIPLE_QUOTE_RE = re.compile(r'"""|\'\'\'')
+DEFINITION_RE = re.compile(r"\s*(async\s+)?(def|class|function|fn|func)\b")  # a definition's header line
 
 
 def statement_start(lines: list[str], start: int, end: int) -> int:
@@ -60,19 +61,30 @@ def leaves_block(line: str, floor: int) -> bool:
     return bool(stripped) and stripped[0] not in ")]}" and indent_width(line) < floor
 
 
-def closers(text: str) -> str:
-    """The closing brackets that the brackets left open in ``text`` need, innermost first
-    (strings skipped, escapes respected)."""
-    stack: list[str] = []
+def code_chars(text: str):
+    """(index, char) outside string literals (a simple quote tracker, escapes respected)."""
     quote, escaped = "", False
-    for char in text:
+    for i, char in enumerate(text):
         if quote:
             quote = "" if char == quote and not escaped else quote
             escaped = char == "\\" and not escaped
         elif char in "\"'":
             quote = char
-        elif char in "([{":
-            stack.append(")]}"["([{".index(char)])
+        else:
+            yield i, char
+
+
+def unclosed(text: str) -> list[str]:
+    """The opening brackets ``text`` leaves open, outermost first (strings skipped)."""
+    stack: list[str] = []
+    for _, char in code_chars(text):
+        if char in "([{":
+            stack.append(char)
         elif char in ")]}" and stack:
             stack.pop()
-    return "".join(reversed(stack))
+    return stack
+
+
+def closers(text: str) -> str:
+    """The closing brackets that the brackets left open in ``text`` need, innermost first."""
+    return "".join(")]}"["([{".index(char)] for char in reversed(unclosed(text)))

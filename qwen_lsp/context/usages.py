@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass
 
 from .similar_chunks import ChunkIndex
+from .statements import DEFINITION_RE
 from .symbols import IDENT_RE
 
 MAX_CALL_LINES = 6  # a call written over more lines than this is not shown
 _NAME_BEFORE_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*$")
-_DEFINITION_RE = re.compile(r"^\s*(async\s+)?(def|class|function|fn|func)\b")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def call_sites(chunks: ChunkIndex, text_of, name: str, exclude: str, limit: int)
                 continue
             seen_lines.add((chunk.path, number))
             line = lines[number]
-            if not call.search(line) or _DEFINITION_RE.match(line) or \
+            if not call.search(line) or DEFINITION_RE.match(line) or \
                     line.lstrip().startswith(("#", "//", "import ", "from ")):
                 continue
             end = _statement_end(lines, number)
