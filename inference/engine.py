@@ -20,7 +20,8 @@ from .model import QwenModel
 from .preemption import LatestByKey, either
 from .prefix_cache import PrefixCache
 from .sampling import GenerationConfig
-from .speculative import DraftLength, DraftModelDrafter, MTPDrafter, NgramDrafter, common_prefix_length
+from .speculative import (MAX_NGRAM, MIN_NGRAM, DraftLength, DraftModelDrafter, MTPDrafter, NgramDrafter,
+                          common_prefix_length)
 from .tokenizer import Tokenizer
 
 
@@ -31,11 +32,8 @@ class SpeculationConfig:
 
     ngram: bool = True
     mtp: bool = True
-    # Matches of 3 to 8 tokens (the longest wins): 2-token matches propose more wrong continuations.
-    # Simulated on the greedy outputs of two recorded typing sessions (0.5B), edits gained 1-8% over
-    # 2-4 at the same verification costs, fresh text 1-6%.
-    min_ngram: int = 3
-    max_ngram: int = 8
+    min_ngram: int = MIN_NGRAM
+    max_ngram: int = MAX_NGRAM
     ngram_max_draft: int = 16
     draft_model: QwenModel | None = None
     draft_initial: int = 4

@@ -34,11 +34,17 @@ class Drafter(Protocol):
                 generator: torch.Generator | None) -> Draft: ...
 
 
+# Matches of 3 to 8 tokens (the longest wins): 2-token matches propose more wrong continuations.
+# Simulated on the greedy outputs of two recorded typing sessions (0.5B), edits gained 1-8% over
+# 2-4 at the same verification costs, fresh text 1-6%.
+MIN_NGRAM, MAX_NGRAM = 3, 8
+
+
 class NgramDrafter:
     """Prompt lookup: find the latest earlier occurrence of the context's last n tokens (longest n
     first) and propose the tokens that followed it. The index grows with the context."""
 
-    def __init__(self, min_ngram: int = 3, max_ngram: int = 8):
+    def __init__(self, min_ngram: int = MIN_NGRAM, max_ngram: int = MAX_NGRAM):
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError("need 1 <= min_ngram <= max_ngram")
         self.min_ngram, self.max_ngram = min_ngram, max_ngram

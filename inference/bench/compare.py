@@ -93,7 +93,6 @@ def best_of(path: Path, engine: str, engine_runs: list[dict]) -> dict:
     row = dict(fastest, rounds=engine_runs)
     row.update(prefill_tok_s=max(run["prefill_tok_s"] for run in good), ttft_ms=min(run["ttft_ms"] for run in good),
                load_s=min(run["load_s"] for run in good), peak_rss_mb=max(run["peak_rss_mb"] for run in good))
-    row.pop("error", None)
     if "decode_bytes_per_token" not in row:
         row["decode_bytes_per_token"] = gguf_decode_bytes(path, as_fp32=engine == "transformers")
     row["decode_mb_per_token"] = row["decode_bytes_per_token"] / 1e6

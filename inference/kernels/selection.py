@@ -10,7 +10,8 @@ holding its own copy of the weight (up to 3.5x the file's bytes for a bf16 copy 
 one that reads the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary
 by more than the kernels differ there, and memory should not follow that noise. Choices are cached
 per CPU, torch version and native kernel source in `<cache_dir>/kernel-choices.json`, so later loads
-skip the measurement (and a changed kernel is measured anew). So is the native kernels' crossover from their int8 path to dequantized tiles + BLAS (`few_token_limit`).
+skip the measurement (and a changed kernel is measured anew). So is the native kernels' crossover
+from their int8 path to dequantized tiles + BLAS (`few_token_limit`).
 Nothing is measured while other processes keep the CPUs busy (`cpu_load`): a thread sharing its
 core stalls every parallel call, and such timings once made the 1.5B keep bf16 copies of its FFN.
 

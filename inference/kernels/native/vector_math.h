@@ -48,17 +48,6 @@ inline Vec16 load16(const float* p) {
   return v;
 }
 
-typedef float Vec8 __attribute__((vector_size(32)));
-typedef float Vec4 __attribute__((vector_size(16)));
-
-inline float sum16(Vec16 v) {
-  const Vec8 eight = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                     __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const Vec4 four =
-      __builtin_shufflevector(eight, eight, 0, 1, 2, 3) + __builtin_shufflevector(eight, eight, 4, 5, 6, 7);
-  return (four[0] + four[2]) + (four[1] + four[3]);
-}
-
 inline float max_of(const float* s, int64_t n) {
   Vec16 top = Vec16{} - INFINITY;
   int64_t j = 0;
