@@ -34,7 +34,7 @@ class GenerationResult:
 
 def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
             should_stop: ShouldStop | None = None, snapshot_at: tuple[int, ...] = (),
-            on_hidden: OnHidden | None = None) -> torch.Tensor | None:
+            on_hidden: OnHidden | None = None, greedy: bool = False) -> torch.Tensor | None:
     """Run `ids` after the cache's contents in chunks; logits of the last token, or None if cancelled.
 
     `should_stop` is polled before every chunk; the chunks computed before a stop stay in the
@@ -42,6 +42,7 @@ def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
     (`HybridCache`) is cut at every multiple of `chunk`, at the positions `snapshot_at` and before
     the last token, and snapshotted after each piece: the points a later request sharing the
     prefix resumes from. `on_hidden` receives every piece's final hidden states (`QwenModel.forward`).
+    With `greedy` the logits are only good for their argmax (`QwenModel.forward`).
     """
     start, end = cache.length, cache.length + len(ids)
     recurrent = isinstance(cache, HybridCache)
@@ -55,7 +56,7 @@ def prefill(model: QwenModel, cache: KVCache, ids: list[int], chunk: int,
         if should_stop is not None and should_stop():
             return None
         piece = torch.tensor(ids[cache.length - start : cut - start], dtype=torch.long)
-        logits = model.forward(piece, cache, last_only=True, on_hidden=on_hidden)[-1]
+        logits = model.forward(piece, cache, last_only=True, on_hidden=on_hidden, greedy=greedy)[-1]
         if recurrent:
             cache.snapshot()
     return logits
@@ -105,7 +106,7 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
     result = GenerationResult(text="", token_ids=[], prompt_tokens=len(prompt_ids), stop_reason="max_tokens")
     result.timings.update(drafted_tokens=0, accepted_tokens=0, verify_steps=0)
     logits = prefill(model, cache, prompt_ids[reused:], config.prefill_chunk, should_stop, config.snapshot_at,
-                     _hidden_observer(drafter, prompt_ids))
+                     _hidden_observer(drafter, prompt_ids), config.greedy)
     result.prefill_ms = (time.perf_counter() - started) * 1000
     if logits is None or config.max_new_tokens == 0:
         result.stop_reason = "max_tokens" if logits is not None else "cancelled"
@@ -130,7 +131,7 @@ def generate(model: QwenModel, tokenizer: Tokenizer, prompt_ids: list[int], conf
         base = cache.length
         observe = _hidden_observer(drafter, context + draft.tokens)
         logits = model.forward(torch.tensor([token] + draft.tokens, dtype=torch.long), cache,
-                               last_only=not draft.tokens, on_hidden=observe)
+                               last_only=not draft.tokens, on_hidden=observe, greedy=config.greedy)
         draft_length.observe(len(draft.tokens), drafted - step_started, time.perf_counter() - drafted)
         if not draft.tokens:
             accepted, token = 0, choose_token(logits[-1], config, context, generator)

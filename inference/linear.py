@@ -29,6 +29,11 @@ class LinearKernel(ABC):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: [tokens, in_features] in the compute dtype -> [tokens, out_features]."""
 
+    def greedy_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """As an output head for argmax-only callers: each row's largest entry exact (and at the same
+        index); a kernel may leave rows that cannot be largest at -inf. Default: the full product."""
+        return self(x)
+
     @abstractmethod
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` of W in the compute dtype (embedding lookup)."""
@@ -37,6 +42,11 @@ class LinearKernel(ABC):
     @abstractmethod
     def nbytes(self) -> int:
         """Bytes of weight storage this kernel reads per full matmul."""
+
+    @property
+    def greedy_bytes(self) -> int:
+        """Bytes `greedy_logits` reads per call."""
+        return self.nbytes
 
 
 class DenseLinear(LinearKernel):

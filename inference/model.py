@@ -271,9 +271,12 @@ class QwenModel:
 
     @torch.inference_mode()
     def forward(self, tokens: torch.Tensor, cache: KVCache, last_only: bool = False,
-                on_hidden: OnHidden | None = None) -> torch.Tensor:
+                on_hidden: OnHidden | None = None, greedy: bool = False) -> torch.Tensor:
         """Run `tokens` (1-D ids) after the cache's contents; return fp32 logits [n or 1, vocab].
-        `on_hidden(start, states)` receives the final (normed) hidden states of every new token."""
+        `on_hidden(start, states)` receives the final (normed) hidden states of every new token.
+        With `greedy` (argmax-only callers) each row's largest logit is exact and others may be -inf
+        (`LinearKernel.greedy_logits`)."""
+        head = self.lm_head.greedy_logits if greedy else self.lm_head
         start = cache.length
         cache.reserve(start + tokens.shape[0])
         x = self.embed.rows(tokens)
@@ -283,10 +286,10 @@ class QwenModel:
         if on_hidden is not None:
             x = self.final_norm(x)
             on_hidden(start, x)
-            return self.lm_head(x[-1:] if last_only else x).float()
+            return head(x[-1:] if last_only else x).float()
         if last_only:
             x = x[-1:]
-        return self.lm_head(self.final_norm(x)).float()
+        return head(self.final_norm(x)).float()
 
     @property
     def exact_pass_tokens(self) -> int:
@@ -300,9 +303,10 @@ class QwenModel:
 
     @property
     def decode_weight_bytes(self) -> int:
-        """Weight bytes one decoded token reads: every matrix except the embedding table (one row of it,
-        unless tied to the output), and of each MoE layer only the router and `top_k` experts."""
-        total = self.lm_head.nbytes
+        """Weight bytes one greedily decoded token reads: every matrix except the embedding table (one row
+        of it, unless tied to the output), of each MoE layer only the router and `top_k` experts, and of
+        the output head what its greedy step reads."""
+        total = self.lm_head.greedy_bytes
         for layer in self.layers:
             ffn = layer.ffn
             total += layer.mixer.weight_bytes

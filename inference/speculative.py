@@ -87,7 +87,7 @@ class DraftModelDrafter:
         self._ids = list(context)
         for start in range(common, len(context), self.prefill_chunk):
             piece = torch.tensor(context[start : start + self.prefill_chunk])
-            logits = self.model.forward(piece, self.cache, last_only=True)[-1]
+            logits = self.model.forward(piece, self.cache, last_only=True, greedy=config.greedy)[-1]
         draft = Draft([], None if config.greedy else [])
         for i in range(k):
             if config.greedy:
@@ -98,7 +98,8 @@ class DraftModelDrafter:
                 draft.probs.append(q)
             draft.tokens.append(token)
             if i + 1 < k:
-                logits = self.model.forward(torch.tensor([token]), self.cache, last_only=True)[-1]
+                logits = self.model.forward(torch.tensor([token]), self.cache, last_only=True,
+                                            greedy=config.greedy)[-1]
                 self._ids.append(token)
         return draft
 

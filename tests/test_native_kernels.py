@@ -129,7 +129,15 @@ def test_each_instruction_set_build_matches_the_reference(flags):
         "    for tokens in (1, 5, 12):\n"
         "        tensor, kernel = native_kernel(ops, qtype, seed=tokens)\n"
         "        x = torch.randn(tokens, tensor.shape[1])\n"
-        "        assert relative_error(kernel(x), exact_matmul(x, tensor)) < 2e-2, (qtype, tokens)\n",
+        "        assert relative_error(kernel(x), exact_matmul(x, tensor)) < 2e-2, (qtype, tokens)\n"
+        "from test_split_head import SHAPES, int8_rounded, split_kernel\n"
+        "for qtype, in_features in SHAPES:\n"
+        "    tensor, kernel = split_kernel(ops, qtype, in_features)\n"
+        "    x = torch.randn(5, in_features)\n"
+        "    full, greedy = kernel(x), kernel.greedy_logits(x)\n"
+        "    assert relative_error(full, int8_rounded(x).double() @ kernel.rows(torch.arange(600)).double().t()) < 1e-6\n"
+        "    assert torch.equal(greedy.argmax(-1), full.argmax(-1)), qtype\n"
+        "    assert torch.equal(greedy[torch.isfinite(greedy)], full[torch.isfinite(greedy)]), qtype\n",
         CXXFLAGS=flags,
     )
     assert done.returncode == 0, done.stderr

@@ -44,12 +44,12 @@ class Ours:
         from inference.generate import prefill
 
         self.cache.truncate(0)
-        return int(prefill(self.lm.model, self.cache, ids, chunk=512).argmax())
+        return int(prefill(self.lm.model, self.cache, ids, chunk=512, greedy=True).argmax())
 
     def next_token(self, token: int) -> int:
         import torch
 
-        return int(self.lm.model.forward(torch.tensor([token]), self.cache, last_only=True)[-1].argmax())
+        return int(self.lm.model.forward(torch.tensor([token]), self.cache, last_only=True, greedy=True)[-1].argmax())
 
     def decode_bytes_per_token(self) -> int:
         return self.lm.model.decode_weight_bytes

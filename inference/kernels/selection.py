@@ -3,7 +3,8 @@
 The first weight of each (type, shape) is built with every applicable candidate; each is timed on
 a one-token call (decode) and a batch (prefill), and the one with the lowest cost for a typical
 completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins; the output head computes one
-row per prompt (its last), so only its one-token calls count. A one-token call timed alone finds its
+row per prompt (its last), so only its one-token calls count, and a Q8_0/Q6_K head is split into
+coarse and residual codes without measuring (`split_head`: greedy steps read about half of it). A one-token call timed alone finds its
 weight in the last-level cache (hundreds of MB on a server CPU), where decoding streams every layer
 from memory: it is charged at least its weight's bytes over the measured memory bandwidth. A kernel
 holding its own copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat
@@ -37,6 +38,7 @@ from .bandwidth import read_bandwidth_gbs
 from .cpu_features import cpu_features
 from .cpu_load import others_keep_cpus_busy
 from .page_release import release_file_pages
+from .split_head import split_head
 
 # A prompt is prefilled in chunks of BATCH tokens (GenerationConfig.prefill_chunk's default).
 PROMPT_TOKENS, DECODED_TOKENS, BATCH = 1500, 128, 512
@@ -140,10 +142,18 @@ def _measure_few_token_limit(ops, bf16_tiles: bool) -> int:
 
 def choose_kernel(tensor: CheckpointTensor) -> LinearKernel | None:
     """The fastest applicable kernel for a quantized weight (measured once per type/shape/CPU)."""
-    kernel = _choose(tensor)
+    kernel = _output_head(tensor) or _choose(tensor)
     if kernel is not None and tensor.file_mapped and not kernel.reads_checkpoint_in_place:
         release_file_pages(tensor.data)
     return kernel
+
+
+def _output_head(tensor: CheckpointTensor) -> LinearKernel | None:
+    """An output head's greedy steps read only its coarse codes (`split_head`) where that applies, by
+    construction fewer bytes than any candidate reads (`QWEN_LSP_KERNEL` naming another kernel skips it)."""
+    if tensor.name not in OUTPUT_HEADS or os.environ.get("QWEN_LSP_KERNEL", "split-head") != "split-head":
+        return None
+    return split_head(tensor)
 
 
 def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
