@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "vector_math.h"
+#include "work_sharing.h"
 
 #if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
@@ -277,8 +278,10 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   std::vector<Partial> partials(n * kv_heads * chunks * group);
   std::vector<float> sums(n * kv_heads * chunks * group * d);
 
-  at::parallel_for(0, kv_heads * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(group * kChunk), transposed(kChunk * d);
+  qwen_native::parallel_chunks(kv_heads * chunks, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores, transposed;
+    scores.resize(group * kChunk);
+    transposed.resize(kChunk * d);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t h = task / chunks, c = task % chunks, first = c * kChunk;
       const T* key = key_store + (h * capacity + first) * d;

@@ -6,7 +6,7 @@
 // fp32 (or bf16, where the CPU multiplies bf16 in hardware) and multiplied with BLAS (oneDNN for
 // bf16), so no dense copy of the weight outlives the call.
 // A MoE decode step routes and runs the selected experts in one call (moe_decode).
-// Work is split over output rows with at::parallel_for (torch's own thread pool).
+// Work is split over output rows in chunks that torch's threads take in turn (work_sharing.h).
 // AVX-512 (BW/DQ/VL, with VNNI where present) and AVX2 (+FMA, F16C) code where the compiler targets
 // them (AVX-512 BF16 for the bf16 tiles); plain C++ otherwise.
 
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "vector_math.h"
+#include "work_sharing.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define QWEN_AVX2 1
@@ -863,8 +864,8 @@ std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, 
   return acts;
 }
 
-// Rows per parallel task: at least 256 KB of weights, so small matrices skip the threads' wake-up cost.
-int64_t grain_rows(int64_t row_bytes) { return std::max<int64_t>(1, (1 << 18) / row_bytes); }
+// Rows per chunk of work (parallel_chunks): 64 KB of weights.
+int64_t chunk_rows(int64_t row_bytes) { return std::max<int64_t>(1, (1 << 16) / row_bytes); }
 
 // x [M, K] float32 @ W_i^T for several weights at once (one parallel pass over all their rows), with
 // int8-quantized activations: [M, N_i] each.
@@ -893,8 +894,10 @@ std::vector<at::Tensor> quantized_matmuls(const at::Tensor& x_in, at::TensorList
     std::vector<uint8_t>& acts = k_quant(qtypes[i]) ? acts256 : acts32;
     if (acts.empty()) acts = quantize_activations(x.data_ptr<float>(), m, k, k, qtypes[i]);
   }
-  const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(1, total_bytes / first_row[count]));
-  at::parallel_for(0, first_row[count], grain, [&](int64_t begin, int64_t end) {
+  // Chunks of 64 KB of weights taken in turn; under 256 KB in all, one thread (no wake-up cost).
+  const int64_t rows = first_row[count];
+  const int64_t chunk = total_bytes < (1 << 18) ? rows : chunk_rows(std::max<int64_t>(1, total_bytes / rows));
+  qwen_native::parallel_chunks(rows, chunk, [&](int64_t begin, int64_t end) {
     for (int64_t i = 0; begin < end; ++i) {  // the part of each weight's rows in [begin, end)
       if (begin >= first_row[i + 1]) continue;
       const int64_t stop = std::min(end, first_row[i + 1]);
@@ -988,7 +991,7 @@ at::Tensor moe_decode(const at::Tensor& x_in, const at::Tensor& router, int64_t 
   const int64_t gate_stride = gates.stride(1), up_stride = ups.stride(1), down_stride = downs.stride(1);
 
   std::vector<float> gate_up(experts * 2 * width);  // expert e: gate rows, then up rows
-  at::parallel_for(0, experts * 2 * width, grain_rows(gates.size(2)), [&](int64_t begin, int64_t end) {
+  qwen_native::parallel_chunks(experts * 2 * width, chunk_rows(gates.size(2)), [&](int64_t begin, int64_t end) {
     while (begin < end) {  // the part of each (expert, gate or up) in [begin, end)
       const int64_t part = begin / width, stop = std::min(end, (part + 1) * width), e = part / 2;
       float* y = gate_up.data() + part * width;
@@ -1013,7 +1016,7 @@ at::Tensor moe_decode(const at::Tensor& x_in, const at::Tensor& router, int64_t 
   std::vector<float> down(experts * hidden);  // expert e's output rows
   at::Tensor y = at::empty({1, hidden}, x.options());
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, hidden, grain_rows(downs.size(2) * experts), [&](int64_t begin, int64_t end) {
+  qwen_native::parallel_chunks(hidden, chunk_rows(downs.size(2) * experts), [&](int64_t begin, int64_t end) {
     for (int64_t e = 0; e < experts; ++e)
       dot_weight_rows(down_type, down_rows[e], down_stride, begin, end, down_act.data() + e * down_act_bytes, 1, width,
                       down.data() + e * hidden, hidden);

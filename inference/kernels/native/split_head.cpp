@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "vector_math.h"
+#include "work_sharing.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
     defined(__F16C__)
@@ -45,6 +46,8 @@ using qwen_native::half_to_float;
 
 constexpr int64_t kQ8_0 = 8, kQ6_K = 14;
 constexpr int kGroupValues = 16, kTileGroups = 16;
+// Rows whose sums are reduced together (lane_sums), and the multiple a thread's share of rows comes in.
+constexpr int kBlockRows = 16;
 // Coarse-plane bytes prefetched ahead of the tile being read (see ggml_matmul's kPrefetchAhead).
 constexpr int kPrefetchAhead = 4096;
 
@@ -309,8 +312,6 @@ inline float tree_sum(__m512 v) {
   return (chunk[0] + chunk[2]) + (chunk[1] + chunk[3]);
 }
 
-constexpr int kBlockRows = 16;
-
 // One tile of R tokens' bounds on one row: estimate and bound sums per group.
 template <int R>
 inline void coarse_tile(const Format& f, const uint8_t* tile, int64_t g, const TileActs* const* acts, int64_t t,
@@ -493,9 +494,9 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
   const uint8_t* c = coarse.data_ptr<uint8_t>();
   const uint8_t* res = residual.data_ptr<uint8_t>();
   const int64_t cb = coarse.size(1), rb = residual.size(1);
-  const int64_t grain = std::max<int64_t>(1, (1 << 18) / (greedy ? cb : cb + rb));
+  const int64_t chunk = std::max<int64_t>(kBlockRows, (1 << 16) / (greedy ? cb : cb + rb) / kBlockRows * kBlockRows);
   std::vector<float> upper(greedy ? m * n : 0);
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+  qwen_native::parallel_chunks(n, chunk, [&](int64_t begin, int64_t end) {
     for (int64_t r = 0; r < m; r += kTokensPerPass) {
       const int count = int(std::min(kTokensPerPass, m - r));
       float* lower[kTokensPerPass];
@@ -520,7 +521,7 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
         logits[row] = -std::numeric_limits<float>::infinity();
     }
   }
-  at::parallel_for(0, int64_t(candidates.size()), 64, [&](int64_t begin, int64_t end) {
+  qwen_native::parallel_chunks(int64_t(candidates.size()), 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const auto [r, row] = candidates[i];
       out[r * n + row] = exact_logit(f, c + row * cb, res + row * rb, token[r], k);
