@@ -2,8 +2,8 @@
 // layer: bias, per-head RMS norm (qwen3), rotary embedding, the cache write, and each token's
 // attention over the keys up to its own position, as decoding that token alone computes it.
 // Replaces some forty small tensor ops per layer whose dispatch cost more than their arithmetic.
-// Work is split over (kv head, chunk of key positions) with at::parallel_for, each chunk serving every
-// token; the chunks' partial softmaxes are merged at the end.
+// Work is split into (kv head, chunk of key positions) tasks that the threads take in turn
+// (parallel_chunks), each chunk serving every token; the chunks' partial softmaxes are merged at the end.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
