@@ -76,6 +76,29 @@ def test_native_rows_decode_the_weight_exactly(native_ops, qtype):
     torch.testing.assert_close(kernel.rows(ids), dequantize(tensor.data, qtype)[ids], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("in_features", [896, 64, 4864])
+def test_tiled_q5_0_computes_what_the_file_blocks_compute(native_ops, in_features):
+    """The tiled copy (tiled_blocks.cpp): the file's bytes and values, each token as if alone."""
+    tensor = quantized(QT.Q5_0, 300, in_features, seed=in_features)
+    kernel = NativeBlockLinear(native_ops, tensor.data, QT.Q5_0, *tensor.shape, tiled=True)
+    assert not kernel.reads_checkpoint_in_place and kernel.nbytes == tensor.data.numel()
+    ids = torch.tensor([299, 0, 7])
+    assert torch.equal(kernel.rows(ids), dequantize(tensor.data, QT.Q5_0)[ids])
+    x = torch.randn(FEW_TOKENS + 3, in_features)
+    few = kernel(x[:FEW_TOKENS])
+    reference = exact_matmul(x, tensor)
+    assert relative_error(few, reference[:FEW_TOKENS]) < INT8_ACTIVATION_BOUND
+    assert torch.equal(torch.cat([kernel(x[i : i + 1]) for i in range(FEW_TOKENS)]), few)
+    assert relative_error(kernel(x), reference) < 1e-5  # many tokens: dequantized tiles
+    file_kernel = NativeBlockLinear(native_ops, tensor.data, QT.Q5_0, *tensor.shape)
+    assert relative_error(few, file_kernel(x[:FEW_TOKENS]).double()) < 1e-5  # the same int8 rounding
+
+
+def test_only_q5_0_is_tiled(native_ops):
+    with pytest.raises(RuntimeError, match="Q5_0 weights only"):
+        native_ops.tile_pack(quantized(QT.Q8_0, 8, 64).data.reshape(8, -1), int(QT.Q8_0), 64)
+
+
 def test_native_kernel_reads_the_file_blocks_in_place(native_ops):
     tensor, kernel = native_kernel(native_ops, QT.Q4_K)
     assert kernel.reads_checkpoint_in_place
@@ -130,6 +153,14 @@ def test_each_instruction_set_build_matches_the_reference(flags):
         "        tensor, kernel = native_kernel(ops, qtype, seed=tokens)\n"
         "        x = torch.randn(tokens, tensor.shape[1])\n"
         "        assert relative_error(kernel(x), exact_matmul(x, tensor)) < 2e-2, (qtype, tokens)\n"
+        "from inference.kernels.native_ggml import NativeBlockLinear\n"
+        "from test_kernels import quantized\n"
+        "from gguf import GGMLQuantizationType as QT\n"
+        "for tokens in (1, 5, 12):\n"
+        "    tensor = quantized(QT.Q5_0, 37, 896, seed=tokens)\n"
+        "    tiled = NativeBlockLinear(ops, tensor.data, QT.Q5_0, *tensor.shape, tiled=True)\n"
+        "    x = torch.randn(tokens, 896)\n"
+        "    assert relative_error(tiled(x), exact_matmul(x, tensor)) < 2e-2, ('tiled', tokens)\n"
         "from test_split_head import SHAPES, int8_rounded, split_kernel\n"
         "for qtype, in_features in SHAPES:\n"
         "    tensor, kernel = split_kernel(ops, qtype, in_features)\n"

@@ -4,12 +4,12 @@ The first weight of each (type, shape) is built with every applicable candidate;
 a one-token call (decode) and a batch (prefill), and the one with the lowest cost for a typical
 completion (`PROMPT_TOKENS` prefilled, `DECODED_TOKENS` decoded) wins; the output head computes one
 row per prompt (its last), so only its one-token calls count, and a Q8_0/Q6_K head is split into
-coarse and residual codes without measuring (`split_head`: greedy steps read about half of it). A one-token call timed alone finds its
-weight in the last-level cache (hundreds of MB on a server CPU), where decoding streams every layer
-from memory: it is charged at least its weight's bytes over the measured memory bandwidth. A kernel
-holding its own copy of the weight (up to 3.5x the file's bytes for a bf16 copy of Q4_K) must beat
-one that reads the file's blocks in place by `COPY_MARGIN`: prefill timings on a loaded machine vary
-by more than the kernels differ there, and memory should not follow that noise. Choices are cached
+coarse and residual codes without measuring (`split_head`: greedy steps read about half of it). A
+one-token call timed alone finds its weight in the last-level cache (hundreds of MB on a server CPU),
+where decoding streams every layer from memory: it is charged at least its weight's bytes over the
+measured memory bandwidth. A kernel holding a larger copy of the weight than the file's (up to 3.5x
+its bytes for a bf16 copy of Q4_K) must beat the others by `COPY_MARGIN`: prefill timings on a loaded
+machine vary by more than the kernels differ there, and memory should not follow that noise. Choices are cached
 per CPU, torch version and native kernel source in `<cache_dir>/kernel-choices.json`, so later loads
 skip the measurement (and a changed kernel is measured anew). So is the native kernels' crossover
 from their int8 path to dequantized tiles + BLAS (`few_token_limit`).
@@ -176,7 +176,7 @@ def _choose(tensor: CheckpointTensor) -> LinearKernel | None:
             if kernel is None:
                 continue
             cost = measured_cost(kernel, give_up_after=4 * best_cost, prefills=not head)
-            if not kernel.reads_checkpoint_in_place:
+            if kernel.nbytes > tensor.data.numel() * tensor.data.element_size():
                 cost *= COPY_MARGIN
             if cost < best_cost:
                 best, best_cost = (candidate, kernel), cost

@@ -58,6 +58,6 @@ def split_head(tensor: CheckpointTensor) -> SplitHeadLinear | None:
     if tensor.qtype not in SPLIT_TYPES:
         return None
     ops = native_ops()
-    if ops is None or not ops.split_head_vectorized():
+    if ops is None or not ops.tiles_vectorized():
         return None
     return SplitHeadLinear(ops, tensor.data, tensor.qtype, *tensor.shape)

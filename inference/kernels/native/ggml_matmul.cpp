@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "tiled_blocks.h"
 #include "vector_math.h"
 #include "work_sharing.h"
 
@@ -51,6 +52,7 @@ BlockGeometry geometry(int64_t qtype) {
     case kQ4_K: return {256, 144};
     case kQ5_K: return {256, 176};
     case kQ6_K: return {256, 210};
+    case qwen_tiles::kQ5_0Tiled: return {32, 22};
   }
   TORCH_CHECK(false, "ggml_matmul: unsupported GGML type ", qtype);
 }
@@ -640,6 +642,7 @@ void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* o
 // Bytes of one quantized activation row of k values, for weights of `qtype`.
 size_t activation_bytes(int64_t qtype, int64_t k) {
   const int64_t blocks = k / geometry(qtype).values;
+  if (qwen_tiles::is_tiled(qtype)) return sizeof(qwen_tiles::TileActs) * qwen_tiles::tiles_of(k / qwen_tiles::kGroupValues);
   return k_quant(qtype) ? sizeof(Act256) * blocks : Act32Row::bytes(k);
 }
 
@@ -674,6 +677,9 @@ void dot_rows_of(Dot dot, const uint8_t* w, int64_t stride, int64_t first, int64
 // dot_rows_of for a weight of `qtype` and m rows of activations quantized for it (`acts`), dispatched once.
 void dot_weight_rows(int64_t qtype, const uint8_t* w, int64_t stride, int64_t first, int64_t last,
                      const uint8_t* acts, int64_t m, int64_t k, float* y, int64_t n) {
+  if (qwen_tiles::is_tiled(qtype))
+    return qwen_tiles::dot_tiled_rows(qtype, w, stride, first, last, reinterpret_cast<const qwen_tiles::TileActs*>(acts),
+                                      m, k, y, n);
   const int64_t blocks = k / geometry(qtype).values;
   const size_t act_bytes = activation_bytes(qtype, k);
   std::vector<Act32Row> a32;
@@ -712,6 +718,7 @@ void dot_weight_rows(int64_t qtype, const uint8_t* w, int64_t stride, int64_t fi
 
 #ifdef QWEN_AVX2
 void dequantize_row(const uint8_t* w, int64_t qtype, int64_t k, float* y) {
+  if (qwen_tiles::is_tiled(qtype)) return qwen_tiles::dequantize_tiled_row(qtype, w, k, y);
   switch (qtype) {
     case kQ8_0:
       for (int64_t b = 0; b < k / 32; ++b, w += 34, y += 32) store32<true>(load32(w + 2), half_to_float(w), 0.f, y);
@@ -766,6 +773,7 @@ void dequantize_row(const uint8_t* w, int64_t qtype, int64_t k, float* y) {
 }
 #else
 void dequantize_row(const uint8_t* w, int64_t qtype, int64_t k, float* y) {
+  if (qwen_tiles::is_tiled(qtype)) return qwen_tiles::dequantize_tiled_row(qtype, w, k, y);
   switch (qtype) {
     case kQ8_0:
       for (int64_t b = 0; b < k / 32; ++b, w += 34, y += 32) {
@@ -853,6 +861,7 @@ at::Tensor float_rows(const at::Tensor& x, int64_t in_features) {
 
 // m rows of k floats (row stride `stride`) quantized for dot products with `qtype` weights.
 std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, int64_t stride, int64_t qtype) {
+  TORCH_CHECK(!qwen_tiles::is_tiled(qtype), "ggml_matmul: tiled weights take tile_activations");
   const size_t bytes = activation_bytes(qtype, k);
   std::vector<uint8_t> acts(bytes * m);
   for (int64_t i = 0; i < m; ++i) {
@@ -861,6 +870,14 @@ std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, 
     else
       quantize_act32(x + i * stride, k, acts.data() + i * bytes);
   }
+  return acts;
+}
+
+// m rows of k floats as tiles (tile_layout.h), for tiled weights.
+std::vector<qwen_tiles::TileActs> tile_activations(const float* x, int64_t m, int64_t k) {
+  const int64_t tiles = qwen_tiles::tiles_of(k / qwen_tiles::kGroupValues);
+  std::vector<qwen_tiles::TileActs> acts(m * tiles);
+  for (int64_t i = 0; i < m; ++i) qwen_tiles::quantize_tile_acts(x + i * k, k, acts.data() + i * tiles);
   return acts;
 }
 
@@ -888,9 +905,14 @@ std::vector<at::Tensor> quantized_matmuls(const at::Tensor& x_in, at::TensorList
     weights[i] = raws[i].data_ptr<uint8_t>();
     outputs[i] = ys[i].data_ptr<float>();
   }
-  // Activations once per format: per-32 blocks (Q8_0, Q5_0) and per-256 blocks (k-quants).
+  // Activations once per format: per-32 blocks (Q8_0, Q5_0), per-256 blocks (k-quants), tiles.
   std::vector<uint8_t> acts32, acts256;
+  std::vector<qwen_tiles::TileActs> tile_acts;
   for (int64_t i = 0; i < count; ++i) {
+    if (qwen_tiles::is_tiled(qtypes[i])) {
+      if (tile_acts.empty()) tile_acts = tile_activations(x.data_ptr<float>(), m, k);
+      continue;
+    }
     std::vector<uint8_t>& acts = k_quant(qtypes[i]) ? acts256 : acts32;
     if (acts.empty()) acts = quantize_activations(x.data_ptr<float>(), m, k, k, qtypes[i]);
   }
@@ -901,7 +923,8 @@ std::vector<at::Tensor> quantized_matmuls(const at::Tensor& x_in, at::TensorList
     for (int64_t i = 0; begin < end; ++i) {  // the part of each weight's rows in [begin, end)
       if (begin >= first_row[i + 1]) continue;
       const int64_t stop = std::min(end, first_row[i + 1]);
-      const uint8_t* acts = (k_quant(qtypes[i]) ? acts256 : acts32).data();
+      const uint8_t* acts = qwen_tiles::is_tiled(qtypes[i]) ? reinterpret_cast<const uint8_t*>(tile_acts.data())
+                                                            : (k_quant(qtypes[i]) ? acts256 : acts32).data();
       dot_weight_rows(qtypes[i], weights[i], raws[i].stride(0), begin - first_row[i], stop - first_row[i], acts, m,
                       k, outputs[i], raws[i].size(0));
       begin = stop;

@@ -10,14 +10,10 @@
 // their residual codes for their exact logit; the others are -inf. Full logits (sampling, scoring) read
 // both planes of every row, and give a row the same exact logit.
 //
-// Layout: tiles of 16 groups of 16 values (a group shares one scale: half a Q8_0 block, a Q6_K
-// sub-block); a Q8_0 row's last tile may hold fewer groups (G). Codes are ordered so that int32 lane j
-// of a 64-byte register sums group j: register t holds values 4t..4t+3 of every group, and the
-// activations are permuted the same way once per call. Per tile of a row:
-//   coarse, Q8_0: G/2 fp16 block scales, then two runs of 4G bytes of nibbles (registers 0 and 1 as
-//                 low and high nibbles, then 2 and 3)
-//   coarse, Q6_K: fp16 d, 16 int8 group scales (a group's scale is d * scale), the same nibble runs
-//   residual:     Q8_0 the same nibble runs; Q6_K one run of 4G bytes, register t's codes in bits 2t, 2t+1
+// Layout (tile_layout.h): per tile of a row,
+//   coarse, Q8_0: g / 2 fp16 block scales, then the coarse nibble runs
+//   coarse, Q6_K: fp16 d, 16 int8 group scales (a group's scale is d * scale), the coarse nibble runs
+//   residual:     Q8_0 nibble runs; Q6_K one run of 4g bytes, register t's codes in bits 2t, 2t+1
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -31,25 +27,16 @@
 #include <limits>
 #include <vector>
 
+#include "tile_layout.h"
 #include "vector_math.h"
 #include "work_sharing.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
-    defined(__F16C__)
-#define QWEN_SPLIT_AVX512 1
-#include <immintrin.h>
-#endif
-
 namespace {
 
+using namespace qwen_tiles;
 using qwen_native::half_to_float;
 
 constexpr int64_t kQ8_0 = 8, kQ6_K = 14;
-constexpr int kGroupValues = 16, kTileGroups = 16;
-// Rows whose sums are reduced together (lane_sums), and the multiple a thread's share of rows comes in.
-constexpr int kBlockRows = 16;
-// Coarse-plane bytes prefetched ahead of the tile being read (see ggml_matmul's kPrefetchAhead).
-constexpr int kPrefetchAhead = 4096;
 
 // What differs between the two source formats.
 struct Format {
@@ -71,10 +58,6 @@ Format format_of(int64_t qtype) {
   return {kQ6_K, 2, -32, 256, 210};
 }
 
-int64_t groups_in_tile(int64_t tile, int64_t groups) { return std::min<int64_t>(kTileGroups, groups - kTileGroups * tile); }
-
-int64_t tiles_of(int64_t groups) { return (groups + kTileGroups - 1) / kTileGroups; }
-
 int64_t coarse_row_bytes(const Format& f, int64_t k) {
   const int64_t groups = k / kGroupValues;
   int64_t bytes = 0;
@@ -86,9 +69,7 @@ int64_t residual_row_bytes(const Format& f, int64_t k) {
   return (f.qtype == kQ8_0 ? 8 : 4) * (k / kGroupValues);
 }
 
-// Byte and bit of value i (0-15) of group j in a tile of g groups' nibble runs / 2-bit run.
-inline int64_t nibble_byte(int i, int64_t j, int64_t g) { return (i / 8) * 4 * g + 4 * j + i % 4; }
-inline int nibble_shift(int i) { return 4 * ((i / 4) % 2); }
+// Byte and shift of value i (0-15) of group j in a tile's 2-bit run.
 inline int64_t crumb_byte(int i, int64_t j) { return 4 * j + i % 4; }
 inline int crumb_shift(int i) { return 2 * (i / 4); }
 
@@ -150,48 +131,10 @@ void pack_row(const Format& f, const uint8_t* w, int64_t k, uint8_t* coarse, uin
 
 // ---------------------------------------------------------------- activations
 
-// One tile of one token's activations in the tiles' code order, with per-group terms (lane j: group j;
-// zero past the tile's groups).
-struct alignas(64) TileActs {
-  int8_t x[4][64];          // x[t][4j + i] = code of value 4t + i of group j
-  float scale[16];          // the int8 codes' scale (their 32-value block's)
-  float coarse_offset[16];  // scale * (offset + half residual range) * sum of codes
-  float exact_offset[16];   // scale * offset * sum of codes
-  float bound[16];          // scale * half residual range * sum of |codes|
-};
-
-std::vector<TileActs> quantize_tokens(const Format& f, const float* x, int64_t m, int64_t k) {
-  const int64_t groups = k / kGroupValues, tiles = tiles_of(groups);
+std::vector<TileActs> quantize_tokens(const float* x, int64_t m, int64_t k) {
+  const int64_t tiles = tiles_of(k / kGroupValues);
   std::vector<TileActs> acts(m * tiles);
-  std::memset(static_cast<void*>(acts.data()), 0, acts.size() * sizeof(TileActs));
-  std::vector<int8_t> q(k);
-  std::vector<float> scales(k / 32);
-  for (int64_t r = 0; r < m; ++r) {
-    const float* row = x + r * k;
-    for (int64_t b = 0; b < k / 32; ++b) {  // as ggml_matmul's quantize_run rounds
-      float amax = 0.f;
-      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(row[32 * b + i]));
-      const float inverse = amax > 0.f ? 127.f / amax : 0.f;
-      scales[b] = amax / 127.f;
-      for (int i = 0; i < 32; ++i) q[32 * b + i] = int8_t(std::nearbyint(row[32 * b + i] * inverse));
-    }
-    for (int64_t group = 0; group < groups; ++group) {
-      TileActs& a = acts[r * tiles + group / kTileGroups];
-      const int64_t j = group % kTileGroups;
-      int sum = 0, magnitude = 0;
-      for (int i = 0; i < kGroupValues; ++i) {
-        const int8_t v = q[kGroupValues * group + i];
-        a.x[i / 4][4 * j + i % 4] = v;
-        sum += v;
-        magnitude += std::abs(int(v));
-      }
-      const float s = scales[group / 2];
-      a.scale[j] = s;
-      a.coarse_offset[j] = s * (float(f.offset) + f.half_residual()) * float(sum);
-      a.exact_offset[j] = s * float(f.offset) * float(sum);
-      a.bound[j] = s * f.half_residual() * float(magnitude);
-    }
-  }
+  for (int64_t r = 0; r < m; ++r) quantize_tile_acts(x + r * k, k, acts.data() + r * tiles);
   return acts;
 }
 
@@ -202,12 +145,8 @@ float group_scale(const Format& f, const uint8_t* tile, int64_t j) {
   return half_to_float(tile) * float(int8_t(tile[2 + j]));
 }
 
-inline int coarse_code(const uint8_t* nibbles, int i, int64_t j, int64_t g) {
-  return (nibbles[nibble_byte(i, j, g)] >> nibble_shift(i)) & 0x0F;
-}
-
 inline int residual_code(const Format& f, const uint8_t* residual, int i, int64_t j, int64_t g) {
-  if (f.qtype == kQ8_0) return (residual[nibble_byte(i, j, g)] >> nibble_shift(i)) & 0x0F;
+  if (f.qtype == kQ8_0) return nibble(residual, i, j, g);
   return (residual[crumb_byte(i, j)] >> crumb_shift(i)) & 3;
 }
 
@@ -223,13 +162,14 @@ void row_plain(const Format& f, const uint8_t* coarse, const uint8_t* residual, 
     for (int64_t j = 0; j < g; ++j) {
       int32_t dot = 0;
       for (int i = 0; i < kGroupValues; ++i) {
-        int code = coarse_code(nibbles, i, j, g) << f.shift;
+        int code = nibble(nibbles, i, j, g) << f.shift;
         if (residual) code += residual_code(f, residual, i, j, g);
         dot += code * a.x[i / 4][4 * j + i % 4];
       }
       const float s = group_scale(f, coarse, j);
-      estimate += s * (a.scale[j] * float(dot) + (residual ? a.exact_offset[j] : a.coarse_offset[j]));
-      bound += std::fabs(s) * a.bound[j];
+      const float offset = residual ? float(f.offset) : float(f.offset) + f.half_residual();
+      estimate += s * (a.scale[j] * float(dot) + offset * a.scaled_sum[j]);
+      bound += std::fabs(s) * f.half_residual() * a.scaled_magnitude[j];
     }
     coarse += f.coarse_tile_bytes(g);
     if (residual) residual += f.residual_tile_bytes(g);
@@ -238,78 +178,23 @@ void row_plain(const Format& f, const uint8_t* coarse, const uint8_t* residual, 
   if (upper) *upper = estimate + bound;
 }
 
-#ifdef QWEN_SPLIT_AVX512
+#ifdef QWEN_TILES_AVX512
 // ---------------------------------------------------------------- R tokens on one row: AVX-512
-
-inline __m512i dot_u8_s8(__m512i acc, __m512i u, __m512i s) {
-#ifdef __AVX512VNNI__
-  return _mm512_dpbusd_epi32(acc, u, s);
-#else  // codes <= 15: the int16 pair sums cannot saturate
-  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
-#endif
-}
-
-inline __mmask64 tile_mask(int64_t g) { return g == 16 ? ~__mmask64(0) : (__mmask64(1) << (4 * g)) - 1; }
 
 // Lane j: group j's scale (0 past g).
 inline __m512 group_scales(const Format& f, const uint8_t* tile, int64_t g) {
-  if (f.qtype == kQ8_0) {
-    const __m256 halves = _mm256_cvtph_ps(_mm_maskz_loadu_epi16(__mmask8((1u << (g / 2)) - 1), tile));
-    const __m512i pairs = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-    return _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(halves));
-  }
+  if (f.qtype == kQ8_0) return block_scales(tile, g);
   const __m512 sub = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 2))));
   return _mm512_mul_ps(sub, _mm512_set1_ps(half_to_float(tile)));
 }
 
-// The four registers of 4-bit codes in nibble runs at p.
-inline void nibble_codes(const uint8_t* p, int64_t g, __m512i codes[4]) {
-  const __mmask64 mask = tile_mask(g);
-  const __m512i low = _mm512_set1_epi8(0x0F);
-  const __m512i first = _mm512_maskz_loadu_epi8(mask, p), second = _mm512_maskz_loadu_epi8(mask, p + 4 * g);
-  codes[0] = _mm512_and_si512(first, low);
-  codes[1] = _mm512_and_si512(_mm512_srli_epi16(first, 4), low);
-  codes[2] = _mm512_and_si512(second, low);
-  codes[3] = _mm512_and_si512(_mm512_srli_epi16(second, 4), low);
-}
-
 inline void residual_codes(const Format& f, const uint8_t* p, int64_t g, __m512i codes[4]) {
   if (f.qtype == kQ8_0) return nibble_codes(p, g, codes);
-  const __m512i bits = _mm512_maskz_loadu_epi8(tile_mask(g), p), two = _mm512_set1_epi8(3);
+  const __m512i bits = _mm512_maskz_loadu_epi8(run_mask(g), p), two = _mm512_set1_epi8(3);
   codes[0] = _mm512_and_si512(bits, two);
   codes[1] = _mm512_and_si512(_mm512_srli_epi16(bits, 2), two);
   codes[2] = _mm512_and_si512(_mm512_srli_epi16(bits, 4), two);
   codes[3] = _mm512_and_si512(_mm512_srli_epi16(bits, 6), two);
-}
-
-// Lane j: sum over group j of code * activation code.
-inline __m512i group_dots(const __m512i codes[4], const TileActs& a) {
-  const __m512i* x = reinterpret_cast<const __m512i*>(a.x);
-  const __m512i even = dot_u8_s8(dot_u8_s8(_mm512_setzero_si512(), codes[0], x[0]), codes[2], x[2]);
-  const __m512i odd = dot_u8_s8(dot_u8_s8(_mm512_setzero_si512(), codes[1], x[1]), codes[3], x[3]);
-  return _mm512_add_epi32(even, odd);
-}
-
-// lane i of the result: the sum of v[i]'s lanes, each as tree_sum adds them.
-inline __m512 lane_sums(const __m512* v) {
-  __m512 pairs[8], quads[4];
-  for (int i = 0; i < 8; ++i)  // per 128-bit chunk: (x0 + x2, y0 + y2, x1 + x3, y1 + y3)
-    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  for (int i = 0; i < 4; ++i)  // per chunk: the chunk sums of four vectors
-    quads[i] = _mm512_add_ps(_mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], 0x44),
-                             _mm512_shuffle_ps(pairs[2 * i], pairs[2 * i + 1], 0xEE));
-  const __m512 first = _mm512_add_ps(_mm512_shuffle_f32x4(quads[0], quads[1], 0x44), _mm512_shuffle_f32x4(quads[0], quads[1], 0xEE));
-  const __m512 second = _mm512_add_ps(_mm512_shuffle_f32x4(quads[2], quads[3], 0x44), _mm512_shuffle_f32x4(quads[2], quads[3], 0xEE));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(first, second, 0x88), _mm512_shuffle_f32x4(first, second, 0xDD));
-}
-
-// The sum of v's lanes in lane_sums' order: per 128-bit chunk (x0 + x2) + (x1 + x3), then chunks (0 + 2) + (1 + 3).
-inline float tree_sum(__m512 v) {
-  alignas(64) float x[16];
-  _mm512_store_ps(x, v);
-  float chunk[4];
-  for (int c = 0; c < 4; ++c) chunk[c] = (x[4 * c] + x[4 * c + 2]) + (x[4 * c + 1] + x[4 * c + 3]);
-  return (chunk[0] + chunk[2]) + (chunk[1] + chunk[3]);
 }
 
 // One tile of R tokens' bounds on one row: estimate and bound sums per group.
@@ -317,15 +202,16 @@ template <int R>
 inline void coarse_tile(const Format& f, const uint8_t* tile, int64_t g, const TileActs* const* acts, int64_t t,
                         __m512* estimate, __m512* bound) {
   const __m512 scales = group_scales(f, tile, g);
-  const __m512 magnitudes = _mm512_abs_ps(scales);
+  const __m512 magnitudes = _mm512_mul_ps(_mm512_abs_ps(scales), _mm512_set1_ps(f.half_residual()));
+  const __m512 offset = _mm512_set1_ps(float(f.offset) + f.half_residual());
   __m512i codes[4];
   nibble_codes(tile + f.scale_bytes(g), g, codes);
   for (int r = 0; r < R; ++r) {
     const TileActs& a = acts[r][t];
     const __m512 dots = _mm512_cvtepi32_ps(_mm512_slli_epi32(group_dots(codes, a), f.shift));
-    const __m512 sums = _mm512_fmadd_ps(_mm512_load_ps(a.scale), dots, _mm512_load_ps(a.coarse_offset));
+    const __m512 sums = _mm512_fmadd_ps(_mm512_load_ps(a.scale), dots, _mm512_mul_ps(offset, _mm512_load_ps(a.scaled_sum)));
     estimate[r] = _mm512_fmadd_ps(scales, sums, estimate[r]);
-    bound[r] = _mm512_fmadd_ps(magnitudes, _mm512_load_ps(a.bound), bound[r]);
+    bound[r] = _mm512_fmadd_ps(magnitudes, _mm512_load_ps(a.scaled_magnitude), bound[r]);
   }
 }
 
@@ -367,13 +253,15 @@ void exact_row(const Format& f, const uint8_t* coarse, const uint8_t* residual, 
   for (int64_t t = 0; t < tiles_of(groups); ++t) {
     const int64_t g = groups_in_tile(t, groups);
     const __m512 scales = group_scales(f, coarse, g);
+    const __m512 offset = _mm512_set1_ps(float(f.offset));
     __m512i high[4], low[4];
     nibble_codes(coarse + f.scale_bytes(g), g, high);
     residual_codes(f, residual, g, low);
     for (int r = 0; r < R; ++r) {
       const TileActs& a = acts[r][t];
       const __m512i dots = _mm512_add_epi32(_mm512_slli_epi32(group_dots(high, a), f.shift), group_dots(low, a));
-      const __m512 sums = _mm512_fmadd_ps(_mm512_load_ps(a.scale), _mm512_cvtepi32_ps(dots), _mm512_load_ps(a.exact_offset));
+      const __m512 sums = _mm512_fmadd_ps(_mm512_load_ps(a.scale), _mm512_cvtepi32_ps(dots),
+                                          _mm512_mul_ps(offset, _mm512_load_ps(a.scaled_sum)));
       sum[r] = _mm512_fmadd_ps(scales, sums, sum[r]);
     }
     coarse += f.coarse_tile_bytes(g);
@@ -407,7 +295,7 @@ void exact_rows(const Format& f, const uint8_t* coarse, int64_t coarse_stride, c
 void tokens_on_rows(const Format& f, const uint8_t* coarse, int64_t coarse_stride, const uint8_t* residual,
                     int64_t residual_stride, int64_t first, int64_t last, const TileActs* const* acts, int count,
                     int64_t k, float* const* lower, float* const* upper) {
-#ifdef QWEN_SPLIT_AVX512
+#ifdef QWEN_TILES_AVX512
   switch (count) {
 #define QWEN_SPLIT_CASE(R)                                                                                      \
   case R:                                                                                                       \
@@ -431,7 +319,7 @@ void tokens_on_rows(const Format& f, const uint8_t* coarse, int64_t coarse_strid
 
 // One token's exact logit on one row, the same number tokens_on_rows gives it.
 float exact_logit(const Format& f, const uint8_t* coarse, const uint8_t* residual, const TileActs* acts, int64_t k) {
-#ifdef QWEN_SPLIT_AVX512
+#ifdef QWEN_TILES_AVX512
   __m512 sum;
   exact_row<1>(f, coarse, residual, &acts, k, &sum);
   return tree_sum(sum);
@@ -485,7 +373,7 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
   const int64_t k = x_in.size(1), m = x_in.size(0), n = coarse.size(0);
   check_planes(f, coarse, residual, k);
   const at::Tensor x = x_in.contiguous();
-  const std::vector<TileActs> acts = quantize_tokens(f, x.data_ptr<float>(), m, k);
+  const std::vector<TileActs> acts = quantize_tokens(x.data_ptr<float>(), m, k);
   const int64_t tiles = tiles_of(k / kGroupValues);
   std::vector<const TileActs*> token(m);
   for (int64_t r = 0; r < m; ++r) token[r] = acts.data() + r * tiles;
@@ -549,7 +437,7 @@ at::Tensor split_head_rows(const at::Tensor& coarse, const at::Tensor& residual,
       for (int64_t j = 0; j < g; ++j) {
         const float s = group_scale(f, cp, j);
         for (int v = 0; v < kGroupValues; ++v) {
-          const int code = (coarse_code(cp + f.scale_bytes(g), v, j, g) << f.shift) + residual_code(f, rp, v, j, g);
+          const int code = (nibble(cp + f.scale_bytes(g), v, j, g) << f.shift) + residual_code(f, rp, v, j, g);
           out[kGroupValues * (kTileGroups * t + j) + v] = s * float(code + f.offset);
         }
       }
@@ -560,21 +448,12 @@ at::Tensor split_head_rows(const at::Tensor& coarse, const at::Tensor& residual,
   return y;
 }
 
-bool split_head_vectorized() {
-#ifdef QWEN_SPLIT_AVX512
-  return true;
-#else
-  return false;
-#endif
-}
-
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(qwen_ggml, m) {
   m.def("split_head_pack(Tensor raw, int qtype, int in_features) -> Tensor[]");
   m.def("split_head_logits(Tensor x, Tensor coarse, Tensor residual, int qtype, bool greedy) -> Tensor");
   m.def("split_head_rows(Tensor coarse, Tensor residual, int qtype, int in_features, Tensor ids) -> Tensor");
-  m.def("split_head_vectorized() -> bool", &split_head_vectorized);
 }
 
 TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) {
