@@ -290,7 +290,7 @@ void exact_rows(const Format& f, const uint8_t* coarse, int64_t coarse_stride, c
 }
 #endif
 
-// R (1-4) tokens on rows [first, last): their bounds (residual null; lower[r][row], upper[r][row]) or exact
+// R (1-8) tokens on rows [first, last): their bounds (residual null; lower[r][row], upper[r][row]) or exact
 // logits (into lower).
 void tokens_on_rows(const Format& f, const uint8_t* coarse, int64_t coarse_stride, const uint8_t* residual,
                     int64_t residual_stride, int64_t first, int64_t last, const TileActs* const* acts, int count,
@@ -308,6 +308,10 @@ void tokens_on_rows(const Format& f, const uint8_t* coarse, int64_t coarse_strid
     QWEN_SPLIT_CASE(2)
     QWEN_SPLIT_CASE(3)
     QWEN_SPLIT_CASE(4)
+    QWEN_SPLIT_CASE(5)
+    QWEN_SPLIT_CASE(6)
+    QWEN_SPLIT_CASE(7)
+    QWEN_SPLIT_CASE(8)
 #undef QWEN_SPLIT_CASE
   }
 #endif
@@ -330,7 +334,7 @@ float exact_logit(const Format& f, const uint8_t* coarse, const uint8_t* residua
 #endif
 }
 
-constexpr int64_t kTokensPerPass = 4;
+constexpr int64_t kTokensPerPass = 8;
 
 // ---------------------------------------------------------------- ops
 
@@ -402,12 +406,11 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
     const float* up = upper.data() + r * n;
     const float best = qwen_native::max_of(logits, n);
     const float reach = best - 1e-3f * (1.f + std::fabs(best));
-    for (int64_t row = 0; row < n; ++row) {
-      if (up[row] >= reach)
-        candidates.emplace_back(r, row);
-      else
-        logits[row] = -std::numeric_limits<float>::infinity();
-    }
+    for (int64_t row = 0; row < n; ++row)  // rare: a predictable branch
+      if (up[row] >= reach) candidates.emplace_back(r, row);
+    constexpr float kNone = -std::numeric_limits<float>::infinity();
+#pragma omp simd
+    for (int64_t row = 0; row < n; ++row) logits[row] = up[row] >= reach ? logits[row] : kNone;
   }
   qwen_native::parallel_chunks(int64_t(candidates.size()), 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
