@@ -175,8 +175,9 @@ def test_nothing_is_measured_or_cached_while_other_processes_keep_the_cpus_busy(
     monkeypatch.setattr(selection, "_choices", None)
     monkeypatch.setattr(selection, "others_keep_cpus_busy", lambda: True)
     monkeypatch.setattr(selection, "measured_cost", lambda *a, **k: pytest.fail("measured on busy CPUs"))
-    kernel = selection.choose_kernel(quantized(QT.Q4_K))
-    assert kernel.reads_checkpoint_in_place  # the file's blocks in place, not a copy
+    tensor = quantized(QT.Q4_K)
+    kernel = selection.choose_kernel(tensor)
+    assert kernel.nbytes == tensor.data.numel()  # the file's bytes (in place or tiled), no larger copy
     assert selection._load_choices() == {} and not (tmp_path / "kernel-choices.json").exists()
 
 

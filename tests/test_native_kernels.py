@@ -76,26 +76,28 @@ def test_native_rows_decode_the_weight_exactly(native_ops, qtype):
     torch.testing.assert_close(kernel.rows(ids), dequantize(tensor.data, qtype)[ids], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("in_features", [896, 64, 4864])
-def test_tiled_q5_0_computes_what_the_file_blocks_compute(native_ops, in_features):
+@pytest.mark.parametrize("qtype,in_features", [(QT.Q5_0, 896), (QT.Q5_0, 64), (QT.Q5_0, 4864), (QT.Q4_K, 256),
+                                               (QT.Q4_K, 1536)], ids=lambda v: getattr(v, "name", str(v)))
+def test_tiled_weights_compute_what_the_file_blocks_compute(native_ops, qtype, in_features):
     """The tiled copy (tiled_blocks.cpp): the file's bytes and values, each token as if alone."""
-    tensor = quantized(QT.Q5_0, 300, in_features, seed=in_features)
-    kernel = NativeBlockLinear(native_ops, tensor.data, QT.Q5_0, *tensor.shape, tiled=True)
+    tensor = quantized(qtype, 300, in_features, seed=in_features)
+    kernel = NativeBlockLinear(native_ops, tensor.data, qtype, *tensor.shape, tiled=True)
     assert not kernel.reads_checkpoint_in_place and kernel.nbytes == tensor.data.numel()
     ids = torch.tensor([299, 0, 7])
-    assert torch.equal(kernel.rows(ids), dequantize(tensor.data, QT.Q5_0)[ids])
+    assert torch.equal(kernel.rows(ids), dequantize(tensor.data, qtype)[ids])
     x = torch.randn(FEW_TOKENS + 3, in_features)
     few = kernel(x[:FEW_TOKENS])
     reference = exact_matmul(x, tensor)
     assert relative_error(few, reference[:FEW_TOKENS]) < INT8_ACTIVATION_BOUND
     assert torch.equal(torch.cat([kernel(x[i : i + 1]) for i in range(FEW_TOKENS)]), few)
     assert relative_error(kernel(x), reference) < 1e-5  # many tokens: dequantized tiles
-    file_kernel = NativeBlockLinear(native_ops, tensor.data, QT.Q5_0, *tensor.shape)
-    assert relative_error(few, file_kernel(x[:FEW_TOKENS]).double()) < 1e-5  # the same int8 rounding
+    if qtype == QT.Q5_0:  # the same int8 rounding as the file kernel (which rounds Q4_K's per 256 values)
+        file_kernel = NativeBlockLinear(native_ops, tensor.data, qtype, *tensor.shape)
+        assert relative_error(few, file_kernel(x[:FEW_TOKENS]).double()) < 1e-5
 
 
-def test_only_q5_0_is_tiled(native_ops):
-    with pytest.raises(RuntimeError, match="Q5_0 weights only"):
+def test_only_q5_0_and_q4_k_are_tiled(native_ops):
+    with pytest.raises(RuntimeError, match="Q5_0 or Q4_K weights only"):
         native_ops.tile_pack(quantized(QT.Q8_0, 8, 64).data.reshape(8, -1), int(QT.Q8_0), 64)
 
 
@@ -156,11 +158,11 @@ def test_each_instruction_set_build_matches_the_reference(flags):
         "from inference.kernels.native_ggml import NativeBlockLinear\n"
         "from test_kernels import quantized\n"
         "from gguf import GGMLQuantizationType as QT\n"
-        "for tokens in (1, 5, 12):\n"
-        "    tensor = quantized(QT.Q5_0, 37, 896, seed=tokens)\n"
-        "    tiled = NativeBlockLinear(ops, tensor.data, QT.Q5_0, *tensor.shape, tiled=True)\n"
-        "    x = torch.randn(tokens, 896)\n"
-        "    assert relative_error(tiled(x), exact_matmul(x, tensor)) < 2e-2, ('tiled', tokens)\n"
+        "for qtype, tokens in ((QT.Q5_0, 1), (QT.Q5_0, 12), (QT.Q4_K, 1), (QT.Q4_K, 5)):\n"
+        "    tensor = quantized(qtype, 37, 768, seed=tokens)\n"
+        "    tiled = NativeBlockLinear(ops, tensor.data, qtype, *tensor.shape, tiled=True)\n"
+        "    x = torch.randn(tokens, 768)\n"
+        "    assert relative_error(tiled(x), exact_matmul(x, tensor)) < 2e-2, ('tiled', qtype, tokens)\n"
         "from test_split_head import SHAPES, int8_rounded, split_kernel\n"
         "for qtype, in_features in SHAPES:\n"
         "    tensor, kernel = split_kernel(ops, qtype, in_features)\n"

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "k_quant_scales.h"
 #include "tiled_blocks.h"
 #include "vector_math.h"
 #include "work_sharing.h"
@@ -53,6 +54,7 @@ BlockGeometry geometry(int64_t qtype) {
     case kQ5_K: return {256, 176};
     case kQ6_K: return {256, 210};
     case qwen_tiles::kQ5_0Tiled: return {32, 22};
+    case qwen_tiles::kQ4_KTiled: return {256, 144};
   }
   TORCH_CHECK(false, "ggml_matmul: unsupported GGML type ", qtype);
 }
@@ -61,28 +63,8 @@ bool k_quant(int64_t qtype) { return qtype == kQ4_K || qtype == kQ5_K || qtype =
 
 using qwen_native::half_to_float;
 
-// Q4_K/Q5_K: 6-bit scale and min of sub-block j from the 12 packed bytes.
-void k_scale_min(int j, const uint8_t* q, uint8_t& scale, uint8_t& min) {
-  if (j < 4) {
-    scale = q[j] & 63;
-    min = q[j + 4] & 63;
-  } else {
-    scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
-    min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
-// All 8 scales and mins of a Q4_K/Q5_K block at once, 4 bytes at a time (little-endian, as GGUF is).
-void k_scales_mins(const uint8_t* q, uint8_t scales[8], uint8_t mins[8]) {
-  uint32_t low, mid, top;
-  std::memcpy(&low, q, 4);
-  std::memcpy(&mid, q + 4, 4);
-  std::memcpy(&top, q + 8, 4);
-  const uint32_t packed_scales[2] = {low & 0x3F3F3F3F, (top & 0x0F0F0F0F) | ((low >> 2) & 0x30303030)};
-  const uint32_t packed_mins[2] = {mid & 0x3F3F3F3F, ((top >> 4) & 0x0F0F0F0F) | ((mid >> 2) & 0x30303030)};
-  std::memcpy(scales, packed_scales, 8);
-  std::memcpy(mins, packed_mins, 8);
-}
+using qwen_native::k_scale_min;
+using qwen_native::k_scales_mins;
 
 // ---------------------------------------------------------------- quantized activations
 

@@ -1,9 +1,13 @@
-// Q5_0 in tiles (tile_layout.h): per tile of g groups (g / 2 blocks of 32), the blocks' fp16 scales
-// (g bytes), the codes' low 4 bits as two nibble runs (8g bytes), then their fifth bits as one mask per
-// register (4 masks of 4g bits: bit 4j + i of mask t is value 4t + i of group j): 11g bytes, the file's
-// 22 per block. weight = scale * (code - 16). A decode step unpacks a tile with two loads, four
-// and/shifts and four masked adds, then one vpdpbusd per register for each token, and sums 16 rows at
-// once (lane_sums) instead of each row across its lanes.
+// Block-quantized matrices in tiles (tile_layout.h), the file's bytes in another order. Per tile of g
+// groups (values 16j..16j+15 of the tile form group j):
+//   Q5_0: the g / 2 blocks' fp16 scales (g bytes), the codes' low 4 bits as nibble runs (8g bytes), then
+//         their fifth bits as one mask per register (4 masks of 4g bits: bit 4j + i of mask t is value
+//         4t + i of group j): 11g bytes, the file's 22 per block; weight = d * (code - 16)
+//   Q4_K: the block's fp16 d and dmin and 12 bytes of 6-bit scales and mins as in the file, then the
+//         codes as nibble runs (144 bytes, g = 16); weight = d * scale * code - dmin * min
+// A group's weights are mul * code - sub. A decode step unpacks a tile with a few loads, and/shifts
+// (and Q5_0's masked adds), then takes one vpdpbusd per register for each token, and sums 16 rows at
+// once (lane_sums) instead of each row across its lanes: a third of the file layout's instructions.
 
 #include "tiled_blocks.h"
 
@@ -16,6 +20,7 @@
 #include <cstring>
 #include <vector>
 
+#include "k_quant_scales.h"
 #include "vector_math.h"
 
 namespace qwen_tiles {
@@ -23,23 +28,99 @@ namespace {
 
 using qwen_native::half_to_float;
 
-constexpr int64_t kQ5_0Bytes = 22;
+constexpr int64_t kQ5_0 = 6, kQ4_K = 12;
 
-// Bytes of a tile of g groups, and where its fifth-bit masks start.
-inline int64_t tile_bytes(int64_t g) { return 11 * g; }
-inline int64_t masks_at(int64_t g) { return 9 * g; }
+struct Q5_0Tiles {
+  static constexpr int64_t kFileBlockValues = 32, kFileBlockBytes = 22;
+  static int64_t tile_bytes(int64_t g) { return 11 * g; }
+  static int64_t masks_at(int64_t g) { return 9 * g; }
 
-// Fifth bit of value i of group j in a tile of g groups.
-inline int fifth_bit(const uint8_t* tile, int i, int64_t j, int64_t g) {
-  const uint8_t* mask = tile + masks_at(g) + (i / 4) * (g / 2);
-  const int64_t bit = 4 * j + i % 4;
-  return (mask[bit / 8] >> (bit % 8)) & 1;
-}
+  static int code(const uint8_t* tile, int i, int64_t j, int64_t g) {
+    const uint8_t* mask = tile + masks_at(g) + (i / 4) * (g / 2);
+    const int64_t bit = 4 * j + i % 4;
+    return nibble(tile + g, i, j, g) | (((mask[bit / 8] >> (bit % 8)) & 1) << 4);
+  }
+  static void factors(const uint8_t* tile, int64_t j, float& mul, float& sub) {
+    mul = half_to_float(tile + 2 * (j / 2));
+    sub = 16.f * mul;
+  }
+  // The file's codes of one row (k values) and the tiles' bytes that are not codes.
+  static void file_codes(const uint8_t* w, int64_t k, uint8_t* codes) {
+    for (int64_t b = 0; b < k / 32; ++b, w += kFileBlockBytes) {
+      uint32_t high;
+      std::memcpy(&high, w + 2, 4);
+      for (int i = 0; i < 16; ++i) {
+        codes[32 * b + i] = (w[6 + i] & 0x0F) | (((high >> i) & 1) << 4);
+        codes[32 * b + 16 + i] = (w[6 + i] >> 4) | (((high >> (i + 16)) & 1) << 4);
+      }
+    }
+  }
+  static void pack_tile(const uint8_t* row, int64_t t, int64_t g, const uint8_t* codes, uint8_t* tile) {
+    for (int64_t b = 0; b < g / 2; ++b) std::memcpy(tile + 2 * b, row + kFileBlockBytes * (8 * t + b), 2);
+    for (int64_t j = 0; j < g; ++j)
+      for (int i = 0; i < kGroupValues; ++i) {
+        const int c = codes[kGroupValues * j + i], bit = 4 * int(j) + i % 4;
+        tile[g + nibble_byte(i, j, g)] |= uint8_t((c & 0x0F) << nibble_shift(i));
+        tile[masks_at(g) + (i / 4) * (g / 2) + bit / 8] |= uint8_t((c >> 4) << (bit % 8));
+      }
+  }
+#ifdef QWEN_TILES_AVX512
+  static void codes(const uint8_t* tile, int64_t g, __m512i c[4]) {
+    nibble_codes(tile + g, g, c);
+    const __m512i sixteen = _mm512_set1_epi8(16);
+    for (int t = 0; t < 4; ++t) {
+      uint64_t fifth = 0;
+      std::memcpy(&fifth, tile + masks_at(g) + t * (g / 2), g / 2);
+      c[t] = _mm512_mask_add_epi8(c[t], fifth, c[t], sixteen);
+    }
+  }
+  static void factors(const uint8_t* tile, int64_t g, __m512& mul, __m512& sub) {
+    mul = block_scales(tile, g);
+    sub = _mm512_mul_ps(mul, _mm512_set1_ps(16.f));
+  }
+#endif
+};
 
-inline int code_of(const uint8_t* tile, int i, int64_t j, int64_t g) {
-  return nibble(tile + g, i, j, g) | (fifth_bit(tile, i, j, g) << 4);
-}
+struct Q4_KTiles {
+  static constexpr int64_t kFileBlockValues = 256, kFileBlockBytes = 144;
+  static int64_t tile_bytes(int64_t) { return 144; }
 
+  static int code(const uint8_t* tile, int i, int64_t j, int64_t g) { return nibble(tile + 16, i, j, g); }
+  static void factors(const uint8_t* tile, int64_t j, float& mul, float& sub) {
+    uint8_t scale, min;
+    qwen_native::k_scale_min(int(j / 2), tile + 4, scale, min);
+    mul = half_to_float(tile) * float(scale);
+    sub = half_to_float(tile + 2) * float(min);
+  }
+  static void file_codes(const uint8_t* w, int64_t k, uint8_t* codes) {
+    for (int64_t b = 0; b < k / 256; ++b, w += kFileBlockBytes, codes += 256)
+      for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) {
+          codes[64 * c + l] = w[16 + 32 * c + l] & 0x0F;
+          codes[64 * c + 32 + l] = w[16 + 32 * c + l] >> 4;
+        }
+  }
+  static void pack_tile(const uint8_t* row, int64_t t, int64_t g, const uint8_t* codes, uint8_t* tile) {
+    std::memcpy(tile, row + kFileBlockBytes * t, 16);
+    for (int64_t j = 0; j < g; ++j)
+      for (int i = 0; i < kGroupValues; ++i)
+        tile[16 + nibble_byte(i, j, g)] |= uint8_t(codes[kGroupValues * j + i] << nibble_shift(i));
+  }
+#ifdef QWEN_TILES_AVX512
+  static void codes(const uint8_t* tile, int64_t g, __m512i c[4]) { nibble_codes(tile + 16, g, c); }
+  static void factors(const uint8_t* tile, int64_t, __m512& mul, __m512& sub) {
+    uint8_t scales_mins[16];
+    qwen_native::k_scales_mins(tile + 4, scales_mins, scales_mins + 8);
+    const __m512 both = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales_mins))));
+    const __m512i pairs = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    mul = _mm512_mul_ps(_mm512_permutexvar_ps(pairs, both), _mm512_set1_ps(half_to_float(tile)));
+    sub = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_add_epi32(pairs, _mm512_set1_epi32(8)), both),
+                        _mm512_set1_ps(half_to_float(tile + 2)));
+  }
+#endif
+};
+
+template <class F>
 float row_plain(const uint8_t* w, const TileActs* acts, int64_t k) {
   const int64_t groups = k / kGroupValues;
   float sum = 0.f;
@@ -47,42 +128,32 @@ float row_plain(const uint8_t* w, const TileActs* acts, int64_t k) {
     const int64_t g = groups_in_tile(t, groups);
     for (int64_t j = 0; j < g; ++j) {
       int32_t dot = 0;
-      for (int i = 0; i < kGroupValues; ++i) dot += code_of(w, i, j, g) * acts[t].x[i / 4][4 * j + i % 4];
-      sum += half_to_float(w + 2 * (j / 2)) * (acts[t].scale[j] * float(dot) - 16.f * acts[t].scaled_sum[j]);
+      for (int i = 0; i < kGroupValues; ++i) dot += F::code(w, i, j, g) * acts[t].x[i / 4][4 * j + i % 4];
+      float mul, sub;
+      F::factors(w, j, mul, sub);
+      sum += mul * (acts[t].scale[j] * float(dot)) - sub * acts[t].scaled_sum[j];
     }
-    w += tile_bytes(g);
+    w += F::tile_bytes(g);
   }
   return sum;
 }
 
 #ifdef QWEN_TILES_AVX512
-// One tile's codes in [0, 31].
-inline void tile_codes(const uint8_t* tile, int64_t g, __m512i codes[4]) {
-  nibble_codes(tile + g, g, codes);
-  const __m512i sixteen = _mm512_set1_epi8(16);
-  for (int t = 0; t < 4; ++t) {
-    uint64_t fifth = 0;
-    std::memcpy(&fifth, tile + masks_at(g) + t * (g / 2), g / 2);
-    codes[t] = _mm512_mask_add_epi8(codes[t], fifth, codes[t], sixteen);
-  }
-}
-
-template <int R>
+template <class F, int R>
 inline void tile_sums(const uint8_t* tile, int64_t g, const TileActs* const* acts, int64_t t, __m512* sum) {
-  const __m512 scales = block_scales(tile, g);
+  __m512 mul, sub;
+  F::factors(tile, g, mul, sub);
   __m512i codes[4];
-  tile_codes(tile, g, codes);
-  const __m512 minus16 = _mm512_set1_ps(-16.f);
+  F::codes(tile, g, codes);
   for (int r = 0; r < R; ++r) {
     const TileActs& a = acts[r][t];
-    const __m512 dots = _mm512_cvtepi32_ps(group_dots(codes, a));
-    const __m512 v = _mm512_fmadd_ps(_mm512_load_ps(a.scale), dots, _mm512_mul_ps(minus16, _mm512_load_ps(a.scaled_sum)));
-    sum[r] = _mm512_fmadd_ps(scales, v, sum[r]);
+    const __m512 dots = _mm512_mul_ps(_mm512_load_ps(a.scale), _mm512_cvtepi32_ps(group_dots(codes, a)));
+    sum[r] = _mm512_fnmadd_ps(sub, _mm512_load_ps(a.scaled_sum), _mm512_fmadd_ps(mul, dots, sum[r]));
   }
 }
 
 // R tokens on rows [first, last), 16 rows at a time.
-template <int R>
+template <class F, int R>
 void rows_avx512(const uint8_t* w, int64_t stride, int64_t first, int64_t last, const TileActs* const* acts,
                  int64_t k, float* y, int64_t n) {
   const int64_t groups = k / kGroupValues, full = groups / kTileGroups, tail = groups % kTileGroups;
@@ -95,8 +166,9 @@ void rows_avx512(const uint8_t* w, int64_t stride, int64_t first, int64_t last, 
       if (i < rows) {
         const uint8_t* tile = w + (block + i) * stride;
         for (int64_t ahead = 0; ahead < stride; ahead += 64) __builtin_prefetch(tile + kPrefetchAhead + ahead, 0, 3);
-        for (int64_t t = 0; t < full; ++t, tile += tile_bytes(kTileGroups)) tile_sums<R>(tile, kTileGroups, acts, t, sum);
-        if (tail) tile_sums<R>(tile, tail, acts, full, sum);
+        for (int64_t t = 0; t < full; ++t, tile += F::tile_bytes(kTileGroups))
+          tile_sums<F, R>(tile, kTileGroups, acts, t, sum);
+        if (tail) tile_sums<F, R>(tile, tail, acts, full, sum);
       }
       for (int r = 0; r < R; ++r) sums[r][i] = sum[r];
     }
@@ -106,41 +178,26 @@ void rows_avx512(const uint8_t* w, int64_t stride, int64_t first, int64_t last, 
 }
 #endif
 
-}  // namespace
-
-void pack_q5_0_rows(const uint8_t* raw, int64_t stride, int64_t rows, int64_t k, uint8_t* out) {
-  const int64_t groups = k / kGroupValues, row_bytes = k / 32 * kQ5_0Bytes;
+template <class F>
+void pack_rows(const uint8_t* raw, int64_t stride, int64_t rows, int64_t k, uint8_t* out) {
+  const int64_t groups = k / kGroupValues, row_bytes = k / F::kFileBlockValues * F::kFileBlockBytes;
   std::vector<uint8_t> codes(k);
   for (int64_t row = 0; row < rows; ++row) {
     const uint8_t* w = raw + row * stride;
-    for (int64_t b = 0; b < k / 32; ++b) {
-      const uint8_t* block = w + kQ5_0Bytes * b;
-      uint32_t high;
-      std::memcpy(&high, block + 2, 4);
-      for (int i = 0; i < 16; ++i) {
-        codes[32 * b + i] = (block[6 + i] & 0x0F) | (((high >> i) & 1) << 4);
-        codes[32 * b + 16 + i] = (block[6 + i] >> 4) | (((high >> (i + 16)) & 1) << 4);
-      }
-    }
+    F::file_codes(w, k, codes.data());
     uint8_t* tile = out + row * row_bytes;
     for (int64_t t = 0; t < tiles_of(groups); ++t) {
-      const int64_t g = groups_in_tile(t, groups), first = kTileGroups * t;
-      std::memset(tile, 0, tile_bytes(g));
-      for (int64_t b = 0; b < g / 2; ++b) std::memcpy(tile + 2 * b, w + kQ5_0Bytes * (first / 2 + b), 2);
-      for (int64_t j = 0; j < g; ++j)
-        for (int i = 0; i < kGroupValues; ++i) {
-          const int code = codes[kGroupValues * (first + j) + i];
-          tile[g + nibble_byte(i, j, g)] |= uint8_t((code & 0x0F) << nibble_shift(i));
-          const int64_t bit = 4 * j + i % 4;
-          tile[masks_at(g) + (i / 4) * (g / 2) + bit / 8] |= uint8_t((code >> 4) << (bit % 8));
-        }
-      tile += tile_bytes(g);
+      const int64_t g = groups_in_tile(t, groups);
+      std::memset(tile, 0, F::tile_bytes(g));
+      F::pack_tile(w, t, g, codes.data() + kTileGroups * kGroupValues * t, tile);
+      tile += F::tile_bytes(g);
     }
   }
 }
 
-void dot_tiled_rows(int64_t qtype, const uint8_t* w, int64_t stride, int64_t first, int64_t last,
-                    const TileActs* acts, int64_t m, int64_t k, float* y, int64_t n) {
+template <class F>
+void dot_rows(const uint8_t* w, int64_t stride, int64_t first, int64_t last, const TileActs* acts, int64_t m,
+              int64_t k, float* y, int64_t n) {
   const int64_t tiles = tiles_of(k / kGroupValues);
   for (int64_t t0 = 0; t0 < m; t0 += 8) {
     const int count = int(std::min<int64_t>(8, m - t0));
@@ -149,61 +206,87 @@ void dot_tiled_rows(int64_t qtype, const uint8_t* w, int64_t stride, int64_t fir
     float* out = y + t0 * n;
 #ifdef QWEN_TILES_AVX512
     switch (count) {
-      case 1: rows_avx512<1>(w, stride, first, last, tokens, k, out, n); continue;
-      case 2: rows_avx512<2>(w, stride, first, last, tokens, k, out, n); continue;
-      case 3: rows_avx512<3>(w, stride, first, last, tokens, k, out, n); continue;
-      case 4: rows_avx512<4>(w, stride, first, last, tokens, k, out, n); continue;
-      case 5: rows_avx512<5>(w, stride, first, last, tokens, k, out, n); continue;
-      case 6: rows_avx512<6>(w, stride, first, last, tokens, k, out, n); continue;
-      case 7: rows_avx512<7>(w, stride, first, last, tokens, k, out, n); continue;
-      default: rows_avx512<8>(w, stride, first, last, tokens, k, out, n); continue;
+      case 1: rows_avx512<F, 1>(w, stride, first, last, tokens, k, out, n); continue;
+      case 2: rows_avx512<F, 2>(w, stride, first, last, tokens, k, out, n); continue;
+      case 3: rows_avx512<F, 3>(w, stride, first, last, tokens, k, out, n); continue;
+      case 4: rows_avx512<F, 4>(w, stride, first, last, tokens, k, out, n); continue;
+      case 5: rows_avx512<F, 5>(w, stride, first, last, tokens, k, out, n); continue;
+      case 6: rows_avx512<F, 6>(w, stride, first, last, tokens, k, out, n); continue;
+      case 7: rows_avx512<F, 7>(w, stride, first, last, tokens, k, out, n); continue;
+      default: rows_avx512<F, 8>(w, stride, first, last, tokens, k, out, n); continue;
     }
 #endif
     for (int64_t row = first; row < last; ++row)
-      for (int r = 0; r < count; ++r) out[r * n + row] = row_plain(w + row * stride, tokens[r], k);
+      for (int r = 0; r < count; ++r) out[r * n + row] = row_plain<F>(w + row * stride, tokens[r], k);
   }
 }
 
-void dequantize_tiled_row(int64_t qtype, const uint8_t* w, int64_t k, float* y) {
+template <class F>
+void dequantize_row(const uint8_t* w, int64_t k, float* y) {
   const int64_t groups = k / kGroupValues;
   for (int64_t t = 0; t < tiles_of(groups); ++t) {
     const int64_t g = groups_in_tile(t, groups);
+    float* out = y + kGroupValues * kTileGroups * t;
 #ifdef QWEN_TILES_AVX512
     alignas(64) uint8_t codes[4][64];
     __m512i registers[4];
-    tile_codes(w, g, registers);
+    F::codes(w, g, registers);
     for (int r = 0; r < 4; ++r) _mm512_store_si512(codes[r], registers[r]);
+    alignas(64) float mul[16], sub[16];
+    __m512 mul_lanes, sub_lanes;
+    F::factors(w, g, mul_lanes, sub_lanes);
+    _mm512_store_ps(mul, mul_lanes);
+    _mm512_store_ps(sub, sub_lanes);
     for (int64_t j = 0; j < g; ++j) {  // group j: 4 bytes of each register, in value order
       uint32_t parts[4];
       for (int r = 0; r < 4; ++r) std::memcpy(parts + r, codes[r] + 4 * j, 4);
       const __m512 values = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(parts))));
-      const float d = half_to_float(w + 2 * (j / 2));
-      _mm512_storeu_ps(y + kGroupValues * (kTileGroups * t + j), _mm512_fmadd_ps(_mm512_set1_ps(d), values, _mm512_set1_ps(-16.f * d)));
+      _mm512_storeu_ps(out + kGroupValues * j, _mm512_fmsub_ps(_mm512_set1_ps(mul[j]), values, _mm512_set1_ps(sub[j])));
     }
 #else
     for (int64_t j = 0; j < g; ++j) {
-      const float d = half_to_float(w + 2 * (j / 2));
-      for (int i = 0; i < kGroupValues; ++i) y[kGroupValues * (kTileGroups * t + j) + i] = d * float(code_of(w, i, j, g) - 16);
+      float mul, sub;
+      F::factors(w, j, mul, sub);
+      for (int i = 0; i < kGroupValues; ++i) out[kGroupValues * j + i] = mul * float(F::code(w, i, j, g)) - sub;
     }
 #endif
-    w += tile_bytes(g);
+    w += F::tile_bytes(g);
   }
+}
+
+}  // namespace
+
+void pack_tiled_rows(int64_t qtype, const uint8_t* raw, int64_t stride, int64_t rows, int64_t k, uint8_t* out) {
+  if (qtype == kQ5_0) return pack_rows<Q5_0Tiles>(raw, stride, rows, k, out);
+  return pack_rows<Q4_KTiles>(raw, stride, rows, k, out);
+}
+
+void dot_tiled_rows(int64_t qtype, const uint8_t* w, int64_t stride, int64_t first, int64_t last,
+                    const TileActs* acts, int64_t m, int64_t k, float* y, int64_t n) {
+  if (qtype == kQ5_0Tiled) return dot_rows<Q5_0Tiles>(w, stride, first, last, acts, m, k, y, n);
+  return dot_rows<Q4_KTiles>(w, stride, first, last, acts, m, k, y, n);
+}
+
+void dequantize_tiled_row(int64_t qtype, const uint8_t* w, int64_t k, float* y) {
+  if (qtype == kQ5_0Tiled) return dequantize_row<Q5_0Tiles>(w, k, y);
+  return dequantize_row<Q4_KTiles>(w, k, y);
 }
 
 }  // namespace qwen_tiles
 
 namespace {
 
-// A Q5_0 weight `raw` [rows, row_bytes] of `in_features` columns, tiled: the same shape and bytes.
+// A Q5_0 or Q4_K weight `raw` [rows, row_bytes] of `in_features` columns, tiled: the same shape and bytes.
 at::Tensor tile_pack(const at::Tensor& raw, int64_t qtype, int64_t in_features) {
-  TORCH_CHECK(qtype == 6, "tile_pack: Q5_0 weights only, not GGML type ", qtype);
-  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.dim() == 2 && raw.stride(1) == 1 && in_features % 32 == 0 &&
-                  raw.size(1) == in_features / 32 * 22,
-              "tile_pack: raw must be uint8 [rows, ", in_features / 32 * 22, "]");
+  TORCH_CHECK(qtype == 6 || qtype == 12, "tile_pack: Q5_0 or Q4_K weights only, not GGML type ", qtype);
+  const int64_t values = qtype == 6 ? 32 : 256, bytes = qtype == 6 ? 22 : 144;
+  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.dim() == 2 && raw.stride(1) == 1 && in_features % values == 0 &&
+                  raw.size(1) == in_features / values * bytes,
+              "tile_pack: raw must be uint8 [rows, ", in_features / values * bytes, "]");
   at::Tensor out = at::empty({raw.size(0), raw.size(1)}, raw.options());
   at::parallel_for(0, raw.size(0), 256, [&](int64_t begin, int64_t end) {
-    qwen_tiles::pack_q5_0_rows(raw.data_ptr<uint8_t>() + begin * raw.stride(0), raw.stride(0), end - begin, in_features,
-                               out.data_ptr<uint8_t>() + begin * out.size(1));
+    qwen_tiles::pack_tiled_rows(qtype, raw.data_ptr<uint8_t>() + begin * raw.stride(0), raw.stride(0), end - begin,
+                                in_features, out.data_ptr<uint8_t>() + begin * out.size(1));
   });
   return out;
 }
