@@ -76,8 +76,10 @@ def test_native_rows_decode_the_weight_exactly(native_ops, qtype):
     torch.testing.assert_close(kernel.rows(ids), dequantize(tensor.data, qtype)[ids], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("qtype,in_features", [(QT.Q5_0, 896), (QT.Q5_0, 64), (QT.Q5_0, 4864), (QT.Q4_K, 256),
-                                               (QT.Q4_K, 1536)], ids=lambda v: getattr(v, "name", str(v)))
+TILED_SHAPES = [(QT.Q5_0, 896), (QT.Q5_0, 64), (QT.Q5_0, 4864), (QT.Q4_K, 256), (QT.Q4_K, 1536), (QT.Q6_K, 512)]
+
+
+@pytest.mark.parametrize("qtype,in_features", TILED_SHAPES, ids=lambda v: getattr(v, "name", str(v)))
 def test_tiled_weights_compute_what_the_file_blocks_compute(native_ops, qtype, in_features):
     """The tiled copy (tiled_blocks.cpp): the file's bytes and values, each token as if alone."""
     tensor = quantized(qtype, 300, in_features, seed=in_features)
@@ -96,8 +98,8 @@ def test_tiled_weights_compute_what_the_file_blocks_compute(native_ops, qtype, i
         assert relative_error(few, file_kernel(x[:FEW_TOKENS]).double()) < 1e-5
 
 
-def test_only_q5_0_and_q4_k_are_tiled(native_ops):
-    with pytest.raises(RuntimeError, match="Q5_0 or Q4_K weights only"):
+def test_only_q5_0_q4_k_and_q6_k_are_tiled(native_ops):
+    with pytest.raises(RuntimeError, match="Q5_0, Q4_K or Q6_K weights only"):
         native_ops.tile_pack(quantized(QT.Q8_0, 8, 64).data.reshape(8, -1), int(QT.Q8_0), 64)
 
 
@@ -158,7 +160,7 @@ def test_each_instruction_set_build_matches_the_reference(flags):
         "from inference.kernels.native_ggml import NativeBlockLinear\n"
         "from test_kernels import quantized\n"
         "from gguf import GGMLQuantizationType as QT\n"
-        "for qtype, tokens in ((QT.Q5_0, 1), (QT.Q5_0, 12), (QT.Q4_K, 1), (QT.Q4_K, 5)):\n"
+        "for qtype, tokens in ((QT.Q5_0, 1), (QT.Q5_0, 12), (QT.Q4_K, 1), (QT.Q4_K, 5), (QT.Q6_K, 3)):\n"
         "    tensor = quantized(qtype, 37, 768, seed=tokens)\n"
         "    tiled = NativeBlockLinear(ops, tensor.data, qtype, *tensor.shape, tiled=True)\n"
         "    x = torch.randn(tokens, 768)\n"

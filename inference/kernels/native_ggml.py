@@ -24,7 +24,7 @@ _TILE_ELEMENTS = 2 * 2**20
 
 
 # GGML types the native kernels also hold tiled (native/tiled_blocks.cpp), and the tiled layout's type id.
-TILED_TYPES = {GGMLQuantizationType.Q5_0: 106, GGMLQuantizationType.Q4_K: 112}
+TILED_TYPES = {GGMLQuantizationType.Q5_0: 106, GGMLQuantizationType.Q4_K: 112, GGMLQuantizationType.Q6_K: 114}
 
 
 class NativeBlockLinear(LinearKernel):

@@ -55,6 +55,7 @@ BlockGeometry geometry(int64_t qtype) {
     case kQ6_K: return {256, 210};
     case qwen_tiles::kQ5_0Tiled: return {32, 22};
     case qwen_tiles::kQ4_KTiled: return {256, 144};
+    case qwen_tiles::kQ6_KTiled: return {256, 210};
   }
   TORCH_CHECK(false, "ggml_matmul: unsupported GGML type ", qtype);
 }

@@ -27,7 +27,9 @@
 #include <limits>
 #include <vector>
 
+#include "huge_pages.h"
 #include "tile_layout.h"
+#include "tiled_blocks.h"
 #include "vector_math.h"
 #include "work_sharing.h"
 
@@ -82,19 +84,7 @@ void decode_row(const Format& f, const uint8_t* w, int64_t k, uint8_t* codes) {
       for (int i = 0; i < 32; ++i) codes[32 * b + i] = uint8_t(int(int8_t(w[2 + i])) + 128);
     return;
   }
-  for (int64_t b = 0; b < k / 256; ++b, w += 210) {
-    uint8_t* c = codes + 256 * b;
-    for (int half = 0; half < 2; ++half) {
-      const uint8_t* ql = w + 64 * half;
-      const uint8_t* qh = w + 128 + 32 * half;
-      for (int l = 0; l < 32; ++l) {
-        c[128 * half + l] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
-        c[128 * half + l + 32] = (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
-        c[128 * half + l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-        c[128 * half + l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
-      }
-    }
-  }
+  qwen_tiles::q6_k_file_codes(w, k, codes);
 }
 
 void pack_row(const Format& f, const uint8_t* w, int64_t k, uint8_t* coarse, uint8_t* residual,
@@ -358,6 +348,8 @@ std::vector<at::Tensor> split_head_pack(const at::Tensor& raw, int64_t qtype, in
   const int64_t n = raw.size(0);
   at::Tensor coarse = at::empty({n, coarse_row_bytes(f, in_features)}, raw.options());
   at::Tensor residual = at::empty({n, residual_row_bytes(f, in_features)}, raw.options());
+  qwen_native::advise_huge_pages(coarse.data_ptr(), coarse.numel());
+  qwen_native::advise_huge_pages(residual.data_ptr(), residual.numel());
   const uint8_t* w = raw.data_ptr<uint8_t>();
   at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> codes(in_features);

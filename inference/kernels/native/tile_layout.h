@@ -19,6 +19,9 @@
 #include <immintrin.h>
 #endif
 
+// The per-tile helpers sit in the innermost loops: a call there costs more than their work.
+#define QWEN_TILES_INLINE inline __attribute__((always_inline))
+
 namespace qwen_tiles {
 
 constexpr int kGroupValues = 16, kTileGroups = 16;
@@ -75,7 +78,7 @@ inline void quantize_tile_acts(const float* row, int64_t k, TileActs* out) {
 }
 
 #ifdef QWEN_TILES_AVX512
-inline __m512i dot_u8_s8(__m512i acc, __m512i u, __m512i s) {
+QWEN_TILES_INLINE __m512i dot_u8_s8(__m512i acc, __m512i u, __m512i s) {
 #ifdef __AVX512VNNI__
   return _mm512_dpbusd_epi32(acc, u, s);
 #else  // codes <= 31 here: the int16 pair sums cannot saturate
@@ -87,7 +90,7 @@ inline __m512i dot_u8_s8(__m512i acc, __m512i u, __m512i s) {
 inline __mmask64 run_mask(int64_t g) { return g == kTileGroups ? ~__mmask64(0) : (__mmask64(1) << (4 * g)) - 1; }
 
 // The four registers of 4-bit codes stored as nibble runs at p.
-inline void nibble_codes(const uint8_t* p, int64_t g, __m512i codes[4]) {
+QWEN_TILES_INLINE void nibble_codes(const uint8_t* p, int64_t g, __m512i codes[4]) {
   const __mmask64 mask = run_mask(g);
   const __m512i low = _mm512_set1_epi8(0x0F);
   const __m512i first = _mm512_maskz_loadu_epi8(mask, p), second = _mm512_maskz_loadu_epi8(mask, p + 4 * g);
@@ -98,7 +101,7 @@ inline void nibble_codes(const uint8_t* p, int64_t g, __m512i codes[4]) {
 }
 
 // Lane j: the sum over group j of code * activation code.
-inline __m512i group_dots(const __m512i codes[4], const TileActs& a) {
+QWEN_TILES_INLINE __m512i group_dots(const __m512i codes[4], const TileActs& a) {
   const __m512i* x = reinterpret_cast<const __m512i*>(a.x);
   const __m512i even = dot_u8_s8(dot_u8_s8(_mm512_setzero_si512(), codes[0], x[0]), codes[2], x[2]);
   const __m512i odd = dot_u8_s8(dot_u8_s8(_mm512_setzero_si512(), codes[1], x[1]), codes[3], x[3]);
@@ -106,7 +109,7 @@ inline __m512i group_dots(const __m512i codes[4], const TileActs& a) {
 }
 
 // Lane j: the fp16 scale of group j's 32-value block, from g / 2 scales at p (0 past g).
-inline __m512 block_scales(const uint8_t* p, int64_t g) {
+QWEN_TILES_INLINE __m512 block_scales(const uint8_t* p, int64_t g) {
   const __m256 halves = _mm256_cvtph_ps(_mm_maskz_loadu_epi16(__mmask8((1u << (g / 2)) - 1), p));
   return _mm512_permutexvar_ps(_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0),
                                _mm512_castps256_ps512(halves));

@@ -5,6 +5,9 @@
 //         4t + i of group j): 11g bytes, the file's 22 per block; weight = d * (code - 16)
 //   Q4_K: the block's fp16 d and dmin and 12 bytes of 6-bit scales and mins as in the file, then the
 //         codes as nibble runs (144 bytes, g = 16); weight = d * scale * code - dmin * min
+//   Q6_K: the codes' low 4 bits as nibble runs (128 bytes), their high 2 bits as one run (register t in
+//         bits 2t, 2t+1; 64 bytes), then the file's 16 int8 group scales and fp16 d (210 bytes, g = 16);
+//         weight = d * scale * (code - 32)
 // A group's weights are mul * code - sub. A decode step unpacks a tile with a few loads, and/shifts
 // (and Q5_0's masked adds), then takes one vpdpbusd per register for each token, and sums 16 rows at
 // once (lane_sums) instead of each row across its lanes: a third of the file layout's instructions.
@@ -20,6 +23,7 @@
 #include <cstring>
 #include <vector>
 
+#include "huge_pages.h"
 #include "k_quant_scales.h"
 #include "vector_math.h"
 
@@ -28,7 +32,7 @@ namespace {
 
 using qwen_native::half_to_float;
 
-constexpr int64_t kQ5_0 = 6, kQ4_K = 12;
+constexpr int64_t kQ5_0 = 6, kQ4_K = 12, kQ6_K = 14;
 
 struct Q5_0Tiles {
   static constexpr int64_t kFileBlockValues = 32, kFileBlockBytes = 22;
@@ -65,16 +69,16 @@ struct Q5_0Tiles {
       }
   }
 #ifdef QWEN_TILES_AVX512
-  static void codes(const uint8_t* tile, int64_t g, __m512i c[4]) {
+  QWEN_TILES_INLINE static void codes(const uint8_t* tile, int64_t g, __m512i c[4]) {
     nibble_codes(tile + g, g, c);
     const __m512i sixteen = _mm512_set1_epi8(16);
+    const __mmask16 bytes = __mmask16((1u << (g / 2)) - 1);  // a mask's g / 2 bytes, loaded without reading past them
     for (int t = 0; t < 4; ++t) {
-      uint64_t fifth = 0;
-      std::memcpy(&fifth, tile + masks_at(g) + t * (g / 2), g / 2);
-      c[t] = _mm512_mask_add_epi8(c[t], fifth, c[t], sixteen);
+      const __m128i fifth = _mm_maskz_loadu_epi8(bytes, tile + masks_at(g) + t * (g / 2));
+      c[t] = _mm512_mask_add_epi8(c[t], __mmask64(_mm_cvtsi128_si64(fifth)), c[t], sixteen);
     }
   }
-  static void factors(const uint8_t* tile, int64_t g, __m512& mul, __m512& sub) {
+  QWEN_TILES_INLINE static void factors(const uint8_t* tile, int64_t g, __m512& mul, __m512& sub) {
     mul = block_scales(tile, g);
     sub = _mm512_mul_ps(mul, _mm512_set1_ps(16.f));
   }
@@ -107,8 +111,8 @@ struct Q4_KTiles {
         tile[16 + nibble_byte(i, j, g)] |= uint8_t(codes[kGroupValues * j + i] << nibble_shift(i));
   }
 #ifdef QWEN_TILES_AVX512
-  static void codes(const uint8_t* tile, int64_t g, __m512i c[4]) { nibble_codes(tile + 16, g, c); }
-  static void factors(const uint8_t* tile, int64_t, __m512& mul, __m512& sub) {
+  QWEN_TILES_INLINE static void codes(const uint8_t* tile, int64_t g, __m512i c[4]) { nibble_codes(tile + 16, g, c); }
+  QWEN_TILES_INLINE static void factors(const uint8_t* tile, int64_t, __m512& mul, __m512& sub) {
     uint8_t scales_mins[16];
     qwen_native::k_scales_mins(tile + 4, scales_mins, scales_mins + 8);
     const __m512 both = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales_mins))));
@@ -116,6 +120,42 @@ struct Q4_KTiles {
     mul = _mm512_mul_ps(_mm512_permutexvar_ps(pairs, both), _mm512_set1_ps(half_to_float(tile)));
     sub = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_add_epi32(pairs, _mm512_set1_epi32(8)), both),
                         _mm512_set1_ps(half_to_float(tile + 2)));
+  }
+#endif
+};
+
+struct Q6_KTiles {
+  static constexpr int64_t kFileBlockValues = 256, kFileBlockBytes = 210;
+  static int64_t tile_bytes(int64_t) { return 210; }
+
+  static int code(const uint8_t* tile, int i, int64_t j, int64_t g) {
+    return nibble(tile, i, j, g) | (((tile[128 + 4 * j + i % 4] >> (2 * (i / 4))) & 3) << 4);
+  }
+  static void factors(const uint8_t* tile, int64_t j, float& mul, float& sub) {
+    mul = half_to_float(tile + 208) * float(int8_t(tile[192 + j]));
+    sub = 32.f * mul;
+  }
+  static void file_codes(const uint8_t* w, int64_t k, uint8_t* codes) { q6_k_file_codes(w, k, codes); }
+  static void pack_tile(const uint8_t* row, int64_t t, int64_t g, const uint8_t* codes, uint8_t* tile) {
+    std::memcpy(tile + 192, row + kFileBlockBytes * t + 192, 18);
+    for (int64_t j = 0; j < g; ++j)
+      for (int i = 0; i < kGroupValues; ++i) {
+        const int c = codes[kGroupValues * j + i];
+        tile[nibble_byte(i, j, g)] |= uint8_t((c & 0x0F) << nibble_shift(i));
+        tile[128 + 4 * j + i % 4] |= uint8_t((c >> 4) << (2 * (i / 4)));
+      }
+  }
+#ifdef QWEN_TILES_AVX512
+  QWEN_TILES_INLINE static void codes(const uint8_t* tile, int64_t g, __m512i c[4]) {
+    nibble_codes(tile, g, c);
+    const __m512i high = _mm512_loadu_si512(tile + 128), two = _mm512_set1_epi8(3);
+    for (int t = 0; t < 4; ++t)
+      c[t] = _mm512_or_si512(c[t], _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(high, 2 * t), two), 4));
+  }
+  QWEN_TILES_INLINE static void factors(const uint8_t* tile, int64_t, __m512& mul, __m512& sub) {
+    const __m512 scales = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 192))));
+    mul = _mm512_mul_ps(scales, _mm512_set1_ps(half_to_float(tile + 208)));
+    sub = _mm512_mul_ps(mul, _mm512_set1_ps(32.f));
   }
 #endif
 };
@@ -140,7 +180,7 @@ float row_plain(const uint8_t* w, const TileActs* acts, int64_t k) {
 
 #ifdef QWEN_TILES_AVX512
 template <class F, int R>
-inline void tile_sums(const uint8_t* tile, int64_t g, const TileActs* const* acts, int64_t t, __m512* sum) {
+QWEN_TILES_INLINE void tile_sums(const uint8_t* tile, int64_t g, const TileActs* const* acts, int64_t t, __m512* sum) {
   __m512 mul, sub;
   F::factors(tile, g, mul, sub);
   __m512i codes[4];
@@ -256,34 +296,55 @@ void dequantize_row(const uint8_t* w, int64_t k, float* y) {
 
 }  // namespace
 
+void q6_k_file_codes(const uint8_t* w, int64_t k, uint8_t* codes) {
+  for (int64_t b = 0; b < k / 256; ++b, w += 210) {
+    uint8_t* c = codes + 256 * b;
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = w + 64 * half;
+      const uint8_t* qh = w + 128 + 32 * half;
+      for (int l = 0; l < 32; ++l) {
+        c[128 * half + l] = (ql[l] & 0x0F) | ((qh[l] & 3) << 4);
+        c[128 * half + l + 32] = (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4);
+        c[128 * half + l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+        c[128 * half + l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+      }
+    }
+  }
+}
+
 void pack_tiled_rows(int64_t qtype, const uint8_t* raw, int64_t stride, int64_t rows, int64_t k, uint8_t* out) {
   if (qtype == kQ5_0) return pack_rows<Q5_0Tiles>(raw, stride, rows, k, out);
-  return pack_rows<Q4_KTiles>(raw, stride, rows, k, out);
+  if (qtype == kQ4_K) return pack_rows<Q4_KTiles>(raw, stride, rows, k, out);
+  return pack_rows<Q6_KTiles>(raw, stride, rows, k, out);
 }
 
 void dot_tiled_rows(int64_t qtype, const uint8_t* w, int64_t stride, int64_t first, int64_t last,
                     const TileActs* acts, int64_t m, int64_t k, float* y, int64_t n) {
   if (qtype == kQ5_0Tiled) return dot_rows<Q5_0Tiles>(w, stride, first, last, acts, m, k, y, n);
-  return dot_rows<Q4_KTiles>(w, stride, first, last, acts, m, k, y, n);
+  if (qtype == kQ4_KTiled) return dot_rows<Q4_KTiles>(w, stride, first, last, acts, m, k, y, n);
+  return dot_rows<Q6_KTiles>(w, stride, first, last, acts, m, k, y, n);
 }
 
 void dequantize_tiled_row(int64_t qtype, const uint8_t* w, int64_t k, float* y) {
   if (qtype == kQ5_0Tiled) return dequantize_row<Q5_0Tiles>(w, k, y);
-  return dequantize_row<Q4_KTiles>(w, k, y);
+  if (qtype == kQ4_KTiled) return dequantize_row<Q4_KTiles>(w, k, y);
+  return dequantize_row<Q6_KTiles>(w, k, y);
 }
 
 }  // namespace qwen_tiles
 
 namespace {
 
-// A Q5_0 or Q4_K weight `raw` [rows, row_bytes] of `in_features` columns, tiled: the same shape and bytes.
+// A Q5_0, Q4_K or Q6_K weight `raw` [rows, row_bytes] of `in_features` columns, tiled: the same shape and bytes.
 at::Tensor tile_pack(const at::Tensor& raw, int64_t qtype, int64_t in_features) {
-  TORCH_CHECK(qtype == 6 || qtype == 12, "tile_pack: Q5_0 or Q4_K weights only, not GGML type ", qtype);
-  const int64_t values = qtype == 6 ? 32 : 256, bytes = qtype == 6 ? 22 : 144;
+  TORCH_CHECK(qtype == 6 || qtype == 12 || qtype == 14, "tile_pack: Q5_0, Q4_K or Q6_K weights only, not GGML type ",
+              qtype);
+  const int64_t values = qtype == 6 ? 32 : 256, bytes = qtype == 6 ? 22 : qtype == 12 ? 144 : 210;
   TORCH_CHECK(raw.scalar_type() == at::kByte && raw.dim() == 2 && raw.stride(1) == 1 && in_features % values == 0 &&
                   raw.size(1) == in_features / values * bytes,
               "tile_pack: raw must be uint8 [rows, ", in_features / values * bytes, "]");
   at::Tensor out = at::empty({raw.size(0), raw.size(1)}, raw.options());
+  qwen_native::advise_huge_pages(out.data_ptr(), out.numel());
   at::parallel_for(0, raw.size(0), 256, [&](int64_t begin, int64_t end) {
     qwen_tiles::pack_tiled_rows(qtype, raw.data_ptr<uint8_t>() + begin * raw.stride(0), raw.stride(0), end - begin,
                                 in_features, out.data_ptr<uint8_t>() + begin * out.size(1));

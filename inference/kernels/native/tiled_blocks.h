@@ -1,4 +1,4 @@
-// Q5_0 and Q4_K matrices repacked into tiles (tile_layout.h): the file's bytes, in an order whose dot
+// Q5_0, Q4_K and Q6_K matrices repacked into tiles (tile_layout.h): the file's bytes, in an order whose dot
 // products take a third of the instructions of the file's (tiled_blocks.cpp). ggml_matmul.cpp serves
 // them as more block types beside the file's.
 #pragma once
@@ -10,11 +10,14 @@
 namespace qwen_tiles {
 
 // The tiled layouts' type ids (100 + the GGML type they hold).
-constexpr int64_t kQ5_0Tiled = 106, kQ4_KTiled = 112;
+constexpr int64_t kQ5_0Tiled = 106, kQ4_KTiled = 112, kQ6_KTiled = 114;
 
-inline bool is_tiled(int64_t qtype) { return qtype == kQ5_0Tiled || qtype == kQ4_KTiled; }
+inline bool is_tiled(int64_t qtype) { return qtype == kQ5_0Tiled || qtype == kQ4_KTiled || qtype == kQ6_KTiled; }
 
-// `rows` rows of GGML type `qtype` (Q5_0 or Q4_K; k values, `stride` bytes apart) repacked into tiled
+// The 256 unsigned 6-bit codes of each Q6_K block of a row of k values (code - 32 is the stored integer).
+void q6_k_file_codes(const uint8_t* w, int64_t k, uint8_t* codes);
+
+// `rows` rows of GGML type `qtype` (Q5_0, Q4_K or Q6_K; k values, `stride` bytes apart) repacked into tiled
 // rows of the same size at `out`.
 void pack_tiled_rows(int64_t qtype, const uint8_t* raw, int64_t stride, int64_t rows, int64_t k, uint8_t* out);
 
