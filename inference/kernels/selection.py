@@ -9,9 +9,9 @@ one-token call timed alone finds its weight in the last-level cache (hundreds of
 where decoding streams every layer from memory: it is charged at least its weight's bytes over the
 measured memory bandwidth. A kernel holding a larger copy of the weight than the file's (up to 3.5x
 its bytes for a bf16 copy of Q4_K) must beat the others by `COPY_MARGIN`: prefill timings on a loaded
-machine vary by more than the kernels differ there, and memory should not follow that noise. Choices are cached
-per CPU, torch version and native kernel source in `<cache_dir>/kernel-choices.json`, so later loads
-skip the measurement (and a changed kernel is measured anew). So is the native kernels' crossover
+machine vary by more than the kernels differ there, and memory should not follow that noise. Choices
+are cached per CPU, torch version and native kernel source in `<cache_dir>/kernel-choices.json`, so
+later loads skip the measurement (and a changed kernel is measured anew). So is the native kernels' crossover
 from their int8 path to dequantized tiles + BLAS (`few_token_limit`).
 Nothing is measured while other processes keep the CPUs busy (`cpu_load`): a thread sharing its
 core stalls every parallel call, and such timings once made the 1.5B keep bf16 copies of its FFN.

@@ -625,7 +625,6 @@ void dot_q6_k(const uint8_t* w, const Act256* const* a, int64_t blocks, float* o
 // Bytes of one quantized activation row of k values, for weights of `qtype`.
 size_t activation_bytes(int64_t qtype, int64_t k) {
   const int64_t blocks = k / geometry(qtype).values;
-  if (qwen_tiles::is_tiled(qtype)) return sizeof(qwen_tiles::TileActs) * qwen_tiles::tiles_of(k / qwen_tiles::kGroupValues);
   return k_quant(qtype) ? sizeof(Act256) * blocks : Act32Row::bytes(k);
 }
 
@@ -844,7 +843,7 @@ at::Tensor float_rows(const at::Tensor& x, int64_t in_features) {
 
 // m rows of k floats (row stride `stride`) quantized for dot products with `qtype` weights.
 std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, int64_t stride, int64_t qtype) {
-  TORCH_CHECK(!qwen_tiles::is_tiled(qtype), "ggml_matmul: tiled weights take tile_activations");
+  TORCH_CHECK(!qwen_tiles::is_tiled(qtype), "ggml_matmul: tiled weights take qwen_tiles::quantize_tile_rows");
   const size_t bytes = activation_bytes(qtype, k);
   std::vector<uint8_t> acts(bytes * m);
   for (int64_t i = 0; i < m; ++i) {
@@ -853,14 +852,6 @@ std::vector<uint8_t> quantize_activations(const float* x, int64_t m, int64_t k, 
     else
       quantize_act32(x + i * stride, k, acts.data() + i * bytes);
   }
-  return acts;
-}
-
-// m rows of k floats as tiles (tile_layout.h), for tiled weights.
-std::vector<qwen_tiles::TileActs> tile_activations(const float* x, int64_t m, int64_t k) {
-  const int64_t tiles = qwen_tiles::tiles_of(k / qwen_tiles::kGroupValues);
-  std::vector<qwen_tiles::TileActs> acts(m * tiles);
-  for (int64_t i = 0; i < m; ++i) qwen_tiles::quantize_tile_acts(x + i * k, k, acts.data() + i * tiles);
   return acts;
 }
 
@@ -893,7 +884,7 @@ std::vector<at::Tensor> quantized_matmuls(const at::Tensor& x_in, at::TensorList
   std::vector<qwen_tiles::TileActs> tile_acts;
   for (int64_t i = 0; i < count; ++i) {
     if (qwen_tiles::is_tiled(qtypes[i])) {
-      if (tile_acts.empty()) tile_acts = tile_activations(x.data_ptr<float>(), m, k);
+      if (tile_acts.empty()) tile_acts = qwen_tiles::quantize_tile_rows(x.data_ptr<float>(), m, k);
       continue;
     }
     std::vector<uint8_t>& acts = k_quant(qtypes[i]) ? acts256 : acts32;

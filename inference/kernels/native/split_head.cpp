@@ -71,13 +71,9 @@ int64_t residual_row_bytes(const Format& f, int64_t k) {
   return (f.qtype == kQ8_0 ? 8 : 4) * (k / kGroupValues);
 }
 
-// Byte and shift of value i (0-15) of group j in a tile's 2-bit run.
-inline int64_t crumb_byte(int i, int64_t j) { return 4 * j + i % 4; }
-inline int crumb_shift(int i) { return 2 * (i / 4); }
-
 // ---------------------------------------------------------------- repacking
 
-// The file's unsigned codes (code + offset = the stored integer) and per-group scales of one row.
+// The file's unsigned codes of one row (code + offset = the stored integer).
 void decode_row(const Format& f, const uint8_t* w, int64_t k, uint8_t* codes) {
   if (f.qtype == kQ8_0) {
     for (int64_t b = 0; b < k / 32; ++b, w += 34)
@@ -119,15 +115,6 @@ void pack_row(const Format& f, const uint8_t* w, int64_t k, uint8_t* coarse, uin
   }
 }
 
-// ---------------------------------------------------------------- activations
-
-std::vector<TileActs> quantize_tokens(const float* x, int64_t m, int64_t k) {
-  const int64_t tiles = tiles_of(k / kGroupValues);
-  std::vector<TileActs> acts(m * tiles);
-  for (int64_t r = 0; r < m; ++r) quantize_tile_acts(x + r * k, k, acts.data() + r * tiles);
-  return acts;
-}
-
 // ---------------------------------------------------------------- one row: plain C++
 
 float group_scale(const Format& f, const uint8_t* tile, int64_t j) {
@@ -137,7 +124,7 @@ float group_scale(const Format& f, const uint8_t* tile, int64_t j) {
 
 inline int residual_code(const Format& f, const uint8_t* residual, int i, int64_t j, int64_t g) {
   if (f.qtype == kQ8_0) return nibble(residual, i, j, g);
-  return (residual[crumb_byte(i, j)] >> crumb_shift(i)) & 3;
+  return crumb(residual, i, j);
 }
 
 // Bounds of one row's logit (residual null) or its exact logit (residual given; `lower` gets it).
@@ -180,11 +167,7 @@ inline __m512 group_scales(const Format& f, const uint8_t* tile, int64_t g) {
 
 inline void residual_codes(const Format& f, const uint8_t* p, int64_t g, __m512i codes[4]) {
   if (f.qtype == kQ8_0) return nibble_codes(p, g, codes);
-  const __m512i bits = _mm512_maskz_loadu_epi8(run_mask(g), p), two = _mm512_set1_epi8(3);
-  codes[0] = _mm512_and_si512(bits, two);
-  codes[1] = _mm512_and_si512(_mm512_srli_epi16(bits, 2), two);
-  codes[2] = _mm512_and_si512(_mm512_srli_epi16(bits, 4), two);
-  codes[3] = _mm512_and_si512(_mm512_srli_epi16(bits, 6), two);
+  crumb_codes(p, g, codes);
 }
 
 // One tile of R tokens' bounds on one row: estimate and bound sums per group.
@@ -286,24 +269,12 @@ void tokens_on_rows(const Format& f, const uint8_t* coarse, int64_t coarse_strid
                     int64_t residual_stride, int64_t first, int64_t last, const TileActs* const* acts, int count,
                     int64_t k, float* const* lower, float* const* upper) {
 #ifdef QWEN_TILES_AVX512
-  switch (count) {
-#define QWEN_SPLIT_CASE(R)                                                                                      \
-  case R:                                                                                                       \
-    if (residual)                                                                                               \
-      exact_rows<R>(f, coarse, coarse_stride, residual, residual_stride, first, last, acts, k, lower);          \
-    else                                                                                                        \
-      coarse_rows<R>(f, coarse, coarse_stride, first, last, acts, k, lower, upper);                             \
-    return;
-    QWEN_SPLIT_CASE(1)
-    QWEN_SPLIT_CASE(2)
-    QWEN_SPLIT_CASE(3)
-    QWEN_SPLIT_CASE(4)
-    QWEN_SPLIT_CASE(5)
-    QWEN_SPLIT_CASE(6)
-    QWEN_SPLIT_CASE(7)
-    QWEN_SPLIT_CASE(8)
-#undef QWEN_SPLIT_CASE
-  }
+  return with_count(count, [&](auto R) {
+    if (residual)
+      exact_rows<R()>(f, coarse, coarse_stride, residual, residual_stride, first, last, acts, k, lower);
+    else
+      coarse_rows<R()>(f, coarse, coarse_stride, first, last, acts, k, lower, upper);
+  });
 #endif
   for (int64_t row = first; row < last; ++row)
     for (int r = 0; r < count; ++r)
@@ -369,7 +340,7 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
   const int64_t k = x_in.size(1), m = x_in.size(0), n = coarse.size(0);
   check_planes(f, coarse, residual, k);
   const at::Tensor x = x_in.contiguous();
-  const std::vector<TileActs> acts = quantize_tokens(x.data_ptr<float>(), m, k);
+  const std::vector<TileActs> acts = quantize_tile_rows(x.data_ptr<float>(), m, k);
   const int64_t tiles = tiles_of(k / kGroupValues);
   std::vector<const TileActs*> token(m);
   for (int64_t r = 0; r < m; ++r) token[r] = acts.data() + r * tiles;

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
     defined(__F16C__)
@@ -40,6 +42,26 @@ inline int64_t nibble_byte(int i, int64_t j, int64_t g) { return (i / 8) * 4 * g
 inline int nibble_shift(int i) { return 4 * ((i / 4) % 2); }
 inline int nibble(const uint8_t* runs, int i, int64_t j, int64_t g) {
   return (runs[nibble_byte(i, j, g)] >> nibble_shift(i)) & 0x0F;
+}
+
+// 2-bit codes are stored as one run of 4g bytes: register t's codes in bits 2t, 2t + 1.
+inline int64_t crumb_byte(int i, int64_t j) { return 4 * j + i % 4; }
+inline int crumb_shift(int i) { return 2 * (i / 4); }
+inline int crumb(const uint8_t* run, int i, int64_t j) { return (run[crumb_byte(i, j)] >> crumb_shift(i)) & 3; }
+
+// f(std::integral_constant<int, R>) for R = count (1-8): a token count as a template argument.
+template <class F>
+void with_count(int count, F&& f) {
+  switch (count) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
 }
 
 // One tile of one token's activations, rounded to int8 with one scale per 32 values (as the Q8_0
@@ -77,6 +99,14 @@ inline void quantize_tile_acts(const float* row, int64_t k, TileActs* out) {
   }
 }
 
+// m rows of k floats as tiles: row r's at [r * tiles_of(k / 16), ...).
+inline std::vector<TileActs> quantize_tile_rows(const float* x, int64_t m, int64_t k) {
+  const int64_t tiles = tiles_of(k / kGroupValues);
+  std::vector<TileActs> acts(m * tiles);
+  for (int64_t r = 0; r < m; ++r) quantize_tile_acts(x + r * k, k, acts.data() + r * tiles);
+  return acts;
+}
+
 #ifdef QWEN_TILES_AVX512
 QWEN_TILES_INLINE __m512i dot_u8_s8(__m512i acc, __m512i u, __m512i s) {
 #ifdef __AVX512VNNI__
@@ -98,6 +128,12 @@ QWEN_TILES_INLINE void nibble_codes(const uint8_t* p, int64_t g, __m512i codes[4
   codes[1] = _mm512_and_si512(_mm512_srli_epi16(first, 4), low);
   codes[2] = _mm512_and_si512(second, low);
   codes[3] = _mm512_and_si512(_mm512_srli_epi16(second, 4), low);
+}
+
+// The four registers of 2-bit codes stored as a crumb run at p.
+QWEN_TILES_INLINE void crumb_codes(const uint8_t* p, int64_t g, __m512i codes[4]) {
+  const __m512i bits = _mm512_maskz_loadu_epi8(run_mask(g), p), two = _mm512_set1_epi8(3);
+  for (int t = 0; t < 4; ++t) codes[t] = _mm512_and_si512(_mm512_srli_epi16(bits, 2 * t), two);
 }
 
 // Lane j: the sum over group j of code * activation code.

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "huge_pages.h"
@@ -48,7 +49,7 @@ struct Q5_0Tiles {
     mul = half_to_float(tile + 2 * (j / 2));
     sub = 16.f * mul;
   }
-  // The file's codes of one row (k values) and the tiles' bytes that are not codes.
+  // The file's unsigned codes of one row (k values).
   static void file_codes(const uint8_t* w, int64_t k, uint8_t* codes) {
     for (int64_t b = 0; b < k / 32; ++b, w += kFileBlockBytes) {
       uint32_t high;
@@ -129,7 +130,7 @@ struct Q6_KTiles {
   static int64_t tile_bytes(int64_t) { return 210; }
 
   static int code(const uint8_t* tile, int i, int64_t j, int64_t g) {
-    return nibble(tile, i, j, g) | (((tile[128 + 4 * j + i % 4] >> (2 * (i / 4))) & 3) << 4);
+    return nibble(tile, i, j, g) | (crumb(tile + 128, i, j) << 4);
   }
   static void factors(const uint8_t* tile, int64_t j, float& mul, float& sub) {
     mul = half_to_float(tile + 208) * float(int8_t(tile[192 + j]));
@@ -142,15 +143,15 @@ struct Q6_KTiles {
       for (int i = 0; i < kGroupValues; ++i) {
         const int c = codes[kGroupValues * j + i];
         tile[nibble_byte(i, j, g)] |= uint8_t((c & 0x0F) << nibble_shift(i));
-        tile[128 + 4 * j + i % 4] |= uint8_t((c >> 4) << (2 * (i / 4)));
+        tile[128 + crumb_byte(i, j)] |= uint8_t((c >> 4) << crumb_shift(i));
       }
   }
 #ifdef QWEN_TILES_AVX512
   QWEN_TILES_INLINE static void codes(const uint8_t* tile, int64_t g, __m512i c[4]) {
+    __m512i high[4];
     nibble_codes(tile, g, c);
-    const __m512i high = _mm512_loadu_si512(tile + 128), two = _mm512_set1_epi8(3);
-    for (int t = 0; t < 4; ++t)
-      c[t] = _mm512_or_si512(c[t], _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(high, 2 * t), two), 4));
+    crumb_codes(tile + 128, g, high);
+    for (int t = 0; t < 4; ++t) c[t] = _mm512_or_si512(c[t], _mm512_slli_epi16(high[t], 4));
   }
   QWEN_TILES_INLINE static void factors(const uint8_t* tile, int64_t, __m512& mul, __m512& sub) {
     const __m512 scales = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + 192))));
@@ -245,16 +246,8 @@ void dot_rows(const uint8_t* w, int64_t stride, int64_t first, int64_t last, con
     for (int r = 0; r < count; ++r) tokens[r] = acts + (t0 + r) * tiles;
     float* out = y + t0 * n;
 #ifdef QWEN_TILES_AVX512
-    switch (count) {
-      case 1: rows_avx512<F, 1>(w, stride, first, last, tokens, k, out, n); continue;
-      case 2: rows_avx512<F, 2>(w, stride, first, last, tokens, k, out, n); continue;
-      case 3: rows_avx512<F, 3>(w, stride, first, last, tokens, k, out, n); continue;
-      case 4: rows_avx512<F, 4>(w, stride, first, last, tokens, k, out, n); continue;
-      case 5: rows_avx512<F, 5>(w, stride, first, last, tokens, k, out, n); continue;
-      case 6: rows_avx512<F, 6>(w, stride, first, last, tokens, k, out, n); continue;
-      case 7: rows_avx512<F, 7>(w, stride, first, last, tokens, k, out, n); continue;
-      default: rows_avx512<F, 8>(w, stride, first, last, tokens, k, out, n); continue;
-    }
+    with_count(count, [&](auto R) { rows_avx512<F, R()>(w, stride, first, last, tokens, k, out, n); });
+    continue;
 #endif
     for (int64_t row = first; row < last; ++row)
       for (int r = 0; r < count; ++r) out[r * n + row] = row_plain<F>(w + row * stride, tokens[r], k);
@@ -312,6 +305,13 @@ void q6_k_file_codes(const uint8_t* w, int64_t k, uint8_t* codes) {
   }
 }
 
+std::pair<int64_t, int64_t> file_block(int64_t qtype) {
+  if (qtype == kQ5_0) return {Q5_0Tiles::kFileBlockValues, Q5_0Tiles::kFileBlockBytes};
+  if (qtype == kQ4_K) return {Q4_KTiles::kFileBlockValues, Q4_KTiles::kFileBlockBytes};
+  TORCH_CHECK(qtype == kQ6_K, "tile_pack: Q5_0, Q4_K or Q6_K weights only, not GGML type ", qtype);
+  return {Q6_KTiles::kFileBlockValues, Q6_KTiles::kFileBlockBytes};
+}
+
 void pack_tiled_rows(int64_t qtype, const uint8_t* raw, int64_t stride, int64_t rows, int64_t k, uint8_t* out) {
   if (qtype == kQ5_0) return pack_rows<Q5_0Tiles>(raw, stride, rows, k, out);
   if (qtype == kQ4_K) return pack_rows<Q4_KTiles>(raw, stride, rows, k, out);
@@ -337,9 +337,7 @@ namespace {
 
 // A Q5_0, Q4_K or Q6_K weight `raw` [rows, row_bytes] of `in_features` columns, tiled: the same shape and bytes.
 at::Tensor tile_pack(const at::Tensor& raw, int64_t qtype, int64_t in_features) {
-  TORCH_CHECK(qtype == 6 || qtype == 12 || qtype == 14, "tile_pack: Q5_0, Q4_K or Q6_K weights only, not GGML type ",
-              qtype);
-  const int64_t values = qtype == 6 ? 32 : 256, bytes = qtype == 6 ? 22 : qtype == 12 ? 144 : 210;
+  const auto [values, bytes] = qwen_tiles::file_block(qtype);
   TORCH_CHECK(raw.scalar_type() == at::kByte && raw.dim() == 2 && raw.stride(1) == 1 && in_features % values == 0 &&
                   raw.size(1) == in_features / values * bytes,
               "tile_pack: raw must be uint8 [rows, ", in_features / values * bytes, "]");

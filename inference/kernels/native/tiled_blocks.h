@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "tile_layout.h"
 
@@ -16,6 +17,9 @@ inline bool is_tiled(int64_t qtype) { return qtype == kQ5_0Tiled || qtype == kQ4
 
 // The 256 unsigned 6-bit codes of each Q6_K block of a row of k values (code - 32 is the stored integer).
 void q6_k_file_codes(const uint8_t* w, int64_t k, uint8_t* codes);
+
+// Values and bytes of a block of GGML type `qtype` (Q5_0, Q4_K or Q6_K; an error for others).
+std::pair<int64_t, int64_t> file_block(int64_t qtype);
 
 // `rows` rows of GGML type `qtype` (Q5_0, Q4_K or Q6_K; k values, `stride` bytes apart) repacked into tiled
 // rows of the same size at `out`.

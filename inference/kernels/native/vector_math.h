@@ -1,5 +1,5 @@
-// Small float helpers shared by the native kernels, written with GCC/Clang vector types so the
-// compiler emits AVX-512, AVX2 or plain code for whatever CPU it targets.
+// Small float helpers shared by the native kernels: half-to-float, and vector math written with GCC/Clang
+// vector types so the compiler emits AVX-512, AVX2 or plain code for whatever CPU it targets.
 #pragma once
 
 #include <algorithm>
