@@ -101,6 +101,8 @@ def test_tiled_weights_compute_what_the_file_blocks_compute(native_ops, qtype, i
 def test_only_q5_0_q4_k_and_q6_k_are_tiled(native_ops):
     with pytest.raises(RuntimeError, match="Q5_0, Q4_K or Q6_K weights only"):
         native_ops.tile_pack(quantized(QT.Q8_0, 8, 64).data.reshape(8, -1), int(QT.Q8_0), 64)
+    with pytest.raises(RuntimeError, match="raw must be uint8"):  # rows of another width than in_features
+        native_ops.tile_pack(quantized(QT.Q5_0, 8, 64).data.reshape(8, -1), int(QT.Q5_0), 96)
 
 
 def test_native_kernel_reads_the_file_blocks_in_place(native_ops):
