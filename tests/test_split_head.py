@@ -10,7 +10,7 @@ from test_kernels import quantized
 
 from inference.checkpoint import open_checkpoint
 from inference.generate import generate
-from inference.kernels import selection
+from inference.kernels import selection, split_head
 from inference.kernels.split_head import SplitHeadLinear
 from inference.model import build_model
 from inference.quants import dequantize
@@ -68,6 +68,18 @@ def test_a_greedy_step_finds_the_same_largest_logit_from_few_rows(native_ops, qt
     assert computed[1].sum() < 0.05 * kernel.out_features  # the coarse bound alone rules out the rest
 
 
+def test_a_head_packed_in_slices_releases_each_slice_once_packed_and_equals_one_pass(native_ops, monkeypatch):
+    tensor, whole = split_kernel(native_ops, QT.Q8_0, 896)
+    row_bytes = tensor.data.numel() // 600
+    monkeypatch.setattr(split_head, "PACK_SLICE_BYTES", 250 * row_bytes)
+    released = []
+    sliced = SplitHeadLinear(native_ops, tensor.data, QT.Q8_0, 600, 896,
+                             release_slice=lambda rows: released.append(
+                                 (rows.data_ptr() - tensor.data.data_ptr()) // row_bytes))
+    assert released == [0, 250, 500]
+    assert torch.equal(sliced.coarse, whole.coarse) and torch.equal(sliced.residual, whole.residual)
+
+
 def test_tied_rows_both_stay_candidates_and_the_first_wins(native_ops):
     tensor = quantized(QT.Q8_0, 300, 256, seed=3)
     raw = tensor.data.reshape(300, -1).clone()
@@ -81,7 +93,10 @@ def test_tied_rows_both_stay_candidates_and_the_first_wins(native_ops):
 def test_bad_planes_and_types_are_refused(native_ops):
     tensor, kernel = split_kernel(native_ops, QT.Q8_0, 256)
     with pytest.raises(RuntimeError, match="Q8_0 or Q6_K"):
-        native_ops.split_head_pack(quantized(QT.Q4_K, 8, 256).data.reshape(8, -1), int(QT.Q4_K), 256)
+        native_ops.split_head_planes(quantized(QT.Q4_K, 8, 256).data.reshape(8, -1), int(QT.Q4_K), 256)
+    with pytest.raises(RuntimeError, match="raw must be uint8"):
+        native_ops.split_head_pack_(tensor.data.reshape(600, -1)[:5], kernel.coarse[:4], kernel.residual[:4],
+                                    int(QT.Q8_0), 256)
     with pytest.raises(RuntimeError, match="do not hold rows"):
         native_ops.split_head_logits(torch.randn(1, 512), kernel.coarse, kernel.residual, int(QT.Q8_0), True)
     with pytest.raises(RuntimeError, match="out of range"):

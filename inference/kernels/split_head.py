@@ -10,23 +10,38 @@ both planes and give every row that same exact logit.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from gguf import GGMLQuantizationType as QT
 
 from ..checkpoint import CheckpointTensor
 from ..linear import LinearKernel
 from .native_build import native_ops
+from .page_release import release_file_pages
 
 SPLIT_TYPES = (QT.Q8_0, QT.Q6_K)
+PACK_SLICE_BYTES = 8 << 20  # file bytes packed between page releases
 
 
 class SplitHeadLinear(LinearKernel):
     """y = x @ W.T for an output head held as coarse and residual code planes."""
 
-    def __init__(self, ops, raw: torch.Tensor, qtype, out_features: int, in_features: int):
+    def __init__(self, ops, raw: torch.Tensor, qtype, out_features: int, in_features: int,
+                 release_slice: Callable[[torch.Tensor], None] | None = None):
+        """Packs `raw` slice by slice; `release_slice`, if given, gets each packed slice of `raw` (a
+        file-mapped head gives its pages back as it goes, so the file and the copy are never both
+        resident: +145 MB at load for the 0.5B's head otherwise)."""
         self.ops, self.qtype_id = ops, int(qtype)
         self.out_features, self.in_features = out_features, in_features
-        self.coarse, self.residual = ops.split_head_pack(raw.reshape(out_features, -1), self.qtype_id, in_features)
+        raw = raw.reshape(out_features, -1)
+        self.coarse, self.residual = ops.split_head_planes(raw, self.qtype_id, in_features)
+        step = max(1, PACK_SLICE_BYTES // max(1, raw.shape[1]))
+        for start in range(0, out_features, step):
+            rows = slice(start, start + step)
+            ops.split_head_pack_(raw[rows], self.coarse[rows], self.residual[rows], self.qtype_id, in_features)
+            if release_slice is not None:
+                release_slice(raw[rows])
 
     def __call__(self, x):
         return self._logits(x, greedy=False)
@@ -60,4 +75,5 @@ def split_head(tensor: CheckpointTensor) -> SplitHeadLinear | None:
     ops = native_ops()
     if ops is None or not ops.tiles_vectorized():
         return None
-    return SplitHeadLinear(ops, tensor.data, tensor.qtype, *tensor.shape)
+    release = release_file_pages if tensor.file_mapped else None
+    return SplitHeadLinear(ops, tensor.data, tensor.qtype, *tensor.shape, release_slice=release)

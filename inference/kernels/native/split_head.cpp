@@ -309,26 +309,38 @@ void check_planes(const Format& f, const at::Tensor& coarse, const at::Tensor& r
               "split_head: planes do not hold rows of ", k, " values");
 }
 
-// The two planes of a Q8_0/Q6_K weight `raw` [rows, row_bytes] of `in_features` columns.
-std::vector<at::Tensor> split_head_pack(const at::Tensor& raw, int64_t qtype, int64_t in_features) {
+// Empty coarse and residual planes for the rows of `raw` [rows, row_bytes], asked for huge pages.
+std::vector<at::Tensor> split_head_planes(const at::Tensor& raw, int64_t qtype, int64_t in_features) {
   const Format f = format_of(qtype);
-  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.dim() == 2 && raw.stride(1) == 1 &&
-                  in_features % f.block_values == 0 &&
-                  raw.size(1) == in_features / f.block_values * f.block_bytes,
-              "split_head_pack: raw must be uint8 [rows, ", in_features / f.block_values * f.block_bytes, "]");
-  const int64_t n = raw.size(0);
-  at::Tensor coarse = at::empty({n, coarse_row_bytes(f, in_features)}, raw.options());
-  at::Tensor residual = at::empty({n, residual_row_bytes(f, in_features)}, raw.options());
+  TORCH_CHECK(raw.dim() == 2 && in_features % f.block_values == 0, "split_head_planes: rows of ", in_features,
+              " values do not fill whole blocks");
+  const int64_t rows = raw.size(0);
+  const auto options = at::TensorOptions().dtype(at::kByte);
+  at::Tensor coarse = at::empty({rows, coarse_row_bytes(f, in_features)}, options);
+  at::Tensor residual = at::empty({rows, residual_row_bytes(f, in_features)}, options);
   qwen_native::advise_huge_pages(coarse.data_ptr(), coarse.numel());
   qwen_native::advise_huge_pages(residual.data_ptr(), residual.numel());
+  return {coarse, residual};
+}
+
+// Fills planes (or row slices of them) from a Q8_0/Q6_K weight's rows `raw` [rows, row_bytes]; a head
+// packed slice by slice can give each slice's file pages back before reading the next.
+void split_head_pack_(const at::Tensor& raw, const at::Tensor& coarse, const at::Tensor& residual, int64_t qtype,
+                      int64_t in_features) {
+  const Format f = format_of(qtype);
+  check_planes(f, coarse, residual, in_features);
+  TORCH_CHECK(raw.scalar_type() == at::kByte && raw.dim() == 2 && raw.stride(1) == 1 &&
+                  raw.size(0) == coarse.size(0) && raw.size(1) == in_features / f.block_values * f.block_bytes,
+              "split_head_pack_: raw must be uint8 [", coarse.size(0), ", ",
+              in_features / f.block_values * f.block_bytes, "]");
   const uint8_t* w = raw.data_ptr<uint8_t>();
-  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+  uint8_t* c = coarse.data_ptr<uint8_t>();
+  uint8_t* r = residual.data_ptr<uint8_t>();
+  at::parallel_for(0, raw.size(0), 256, [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> codes(in_features);
     for (int64_t row = begin; row < end; ++row)
-      pack_row(f, w + row * raw.stride(0), in_features, coarse.data_ptr<uint8_t>() + row * coarse.size(1),
-               residual.data_ptr<uint8_t>() + row * residual.size(1), codes);
+      pack_row(f, w + row * raw.stride(0), in_features, c + row * coarse.size(1), r + row * residual.size(1), codes);
   });
-  return {coarse, residual};
 }
 
 // x [M, K] float32 against the head: exact logits [M, rows], or with `greedy` exact only for the rows
@@ -417,13 +429,15 @@ at::Tensor split_head_rows(const at::Tensor& coarse, const at::Tensor& residual,
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(qwen_ggml, m) {
-  m.def("split_head_pack(Tensor raw, int qtype, int in_features) -> Tensor[]");
+  m.def("split_head_planes(Tensor raw, int qtype, int in_features) -> Tensor[]");
+  m.def("split_head_pack_(Tensor raw, Tensor(a!) coarse, Tensor(b!) residual, int qtype, int in_features) -> ()");
   m.def("split_head_logits(Tensor x, Tensor coarse, Tensor residual, int qtype, bool greedy) -> Tensor");
   m.def("split_head_rows(Tensor coarse, Tensor residual, int qtype, int in_features, Tensor ids) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) {
-  m.impl("split_head_pack", &split_head_pack);
+  m.impl("split_head_planes", &split_head_planes);
+  m.impl("split_head_pack_", &split_head_pack_);
   m.impl("split_head_logits", &split_head_logits);
   m.impl("split_head_rows", &split_head_rows);
 }
