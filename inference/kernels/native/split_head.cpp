@@ -155,6 +155,25 @@ void row_plain(const Format& f, const uint8_t* coarse, const uint8_t* residual, 
   if (upper) *upper = estimate + bound;
 }
 
+// A token's factors for one tile of the coarse pass, its own per call: its scales times 2^shift (the
+// coarse codes are a code's high bits) and (offset + the residual's mid-range) times its scaled sums.
+// The same numbers row_plain forms per group (power-of-two scaling is exact).
+struct alignas(64) CoarseFactors {
+  float scale[kTileGroups];
+  float offset_sum[kTileGroups];
+};
+
+std::vector<CoarseFactors> coarse_factors(const Format& f, const std::vector<TileActs>& acts) {
+  std::vector<CoarseFactors> factors(acts.size());
+  const float offset = float(f.offset) + f.half_residual();
+  for (size_t i = 0; i < acts.size(); ++i)
+    for (int j = 0; j < kTileGroups; ++j) {
+      factors[i].scale[j] = acts[i].scale[j] * float(1 << f.shift);
+      factors[i].offset_sum[j] = offset * acts[i].scaled_sum[j];
+    }
+  return factors;
+}
+
 #ifdef QWEN_TILES_AVX512
 // ---------------------------------------------------------------- R tokens on one row: AVX-512
 
@@ -172,26 +191,26 @@ inline void residual_codes(const Format& f, const uint8_t* p, int64_t g, __m512i
 
 // One tile of R tokens' bounds on one row: estimate and bound sums per group.
 template <int R>
-inline void coarse_tile(const Format& f, const uint8_t* tile, int64_t g, const TileActs* const* acts, int64_t t,
-                        __m512* estimate, __m512* bound) {
+inline void coarse_tile(const Format& f, const uint8_t* tile, int64_t g, const TileActs* const* acts,
+                        const CoarseFactors* const* factors, int64_t t, __m512* estimate, __m512* bound) {
   const __m512 scales = group_scales(f, tile, g);
   const __m512 magnitudes = _mm512_mul_ps(_mm512_abs_ps(scales), _mm512_set1_ps(f.half_residual()));
-  const __m512 offset = _mm512_set1_ps(float(f.offset) + f.half_residual());
   __m512i codes[4];
   nibble_codes(tile + f.scale_bytes(g), g, codes);
   for (int r = 0; r < R; ++r) {
-    const TileActs& a = acts[r][t];
-    const __m512 dots = _mm512_cvtepi32_ps(_mm512_slli_epi32(group_dots(codes, a), f.shift));
-    const __m512 sums = _mm512_fmadd_ps(_mm512_load_ps(a.scale), dots, _mm512_mul_ps(offset, _mm512_load_ps(a.scaled_sum)));
+    const CoarseFactors& c = factors[r][t];
+    const __m512 dots = _mm512_cvtepi32_ps(group_dots(codes, acts[r][t]));
+    const __m512 sums = _mm512_fmadd_ps(_mm512_load_ps(c.scale), dots, _mm512_load_ps(c.offset_sum));
     estimate[r] = _mm512_fmadd_ps(scales, sums, estimate[r]);
-    bound[r] = _mm512_fmadd_ps(magnitudes, _mm512_load_ps(a.scaled_magnitude), bound[r]);
+    bound[r] = _mm512_fmadd_ps(magnitudes, _mm512_load_ps(acts[r][t].scaled_magnitude), bound[r]);
   }
 }
 
 // Bounds of R tokens' logits on rows [first, last): lower[r][row] and upper[r][row].
 template <int R>
 void coarse_rows(const Format& f, const uint8_t* coarse, int64_t stride, int64_t first, int64_t last,
-                 const TileActs* const* acts, int64_t k, float* const* lower, float* const* upper) {
+                 const TileActs* const* acts, const CoarseFactors* const* factors, int64_t k, float* const* lower,
+                 float* const* upper) {
   const int64_t groups = k / kGroupValues, full = groups / kTileGroups, tail = groups % kTileGroups;
   const int64_t full_bytes = f.coarse_tile_bytes(kTileGroups);
   alignas(64) __m512 estimates[R][kBlockRows], bounds[R][kBlockRows];
@@ -203,8 +222,8 @@ void coarse_rows(const Format& f, const uint8_t* coarse, int64_t stride, int64_t
       if (i < rows) {
         const uint8_t* tile = coarse + (block + i) * stride;
         for (int64_t ahead = 0; ahead < stride; ahead += 64) __builtin_prefetch(tile + kPrefetchAhead + ahead, 0, 3);
-        for (int64_t t = 0; t < full; ++t, tile += full_bytes) coarse_tile<R>(f, tile, kTileGroups, acts, t, estimate, bound);
-        if (tail) coarse_tile<R>(f, tile, tail, acts, full, estimate, bound);
+        for (int64_t t = 0; t < full; ++t, tile += full_bytes) coarse_tile<R>(f, tile, kTileGroups, acts, factors, t, estimate, bound);
+        if (tail) coarse_tile<R>(f, tile, tail, acts, factors, full, estimate, bound);
       }
       for (int r = 0; r < R; ++r) estimates[r][i] = estimate[r], bounds[r][i] = bound[r];
     }
@@ -266,14 +285,15 @@ void exact_rows(const Format& f, const uint8_t* coarse, int64_t coarse_stride, c
 // R (1-8) tokens on rows [first, last): their bounds (residual null; lower[r][row], upper[r][row]) or exact
 // logits (into lower).
 void tokens_on_rows(const Format& f, const uint8_t* coarse, int64_t coarse_stride, const uint8_t* residual,
-                    int64_t residual_stride, int64_t first, int64_t last, const TileActs* const* acts, int count,
-                    int64_t k, float* const* lower, float* const* upper) {
+                    int64_t residual_stride, int64_t first, int64_t last, const TileActs* const* acts,
+                    const CoarseFactors* const* factors, int count, int64_t k, float* const* lower,
+                    float* const* upper) {
 #ifdef QWEN_TILES_AVX512
   return with_count(count, [&](auto R) {
     if (residual)
       exact_rows<R()>(f, coarse, coarse_stride, residual, residual_stride, first, last, acts, k, lower);
     else
-      coarse_rows<R()>(f, coarse, coarse_stride, first, last, acts, k, lower, upper);
+      coarse_rows<R()>(f, coarse, coarse_stride, first, last, acts, factors, k, lower, upper);
   });
 #endif
   for (int64_t row = first; row < last; ++row)
@@ -354,8 +374,10 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
   const at::Tensor x = x_in.contiguous();
   const std::vector<TileActs> acts = quantize_tile_rows(x.data_ptr<float>(), m, k);
   const int64_t tiles = tiles_of(k / kGroupValues);
+  const std::vector<CoarseFactors> factors = greedy ? coarse_factors(f, acts) : std::vector<CoarseFactors>();
   std::vector<const TileActs*> token(m);
-  for (int64_t r = 0; r < m; ++r) token[r] = acts.data() + r * tiles;
+  std::vector<const CoarseFactors*> token_factors(m);
+  for (int64_t r = 0; r < m; ++r) token[r] = acts.data() + r * tiles, token_factors[r] = factors.data() + r * tiles;
   at::Tensor y = at::empty({m, n}, x.options());
   float* out = y.data_ptr<float>();
   const uint8_t* c = coarse.data_ptr<uint8_t>();
@@ -369,8 +391,8 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
       float* lower[kTokensPerPass];
       float* high[kTokensPerPass];
       for (int i = 0; i < count; ++i) lower[i] = out + (r + i) * n, high[i] = upper.data() + (r + i) * n;
-      tokens_on_rows(f, c, cb, greedy ? nullptr : res, rb, begin, end, token.data() + r, count, k, lower,
-                     greedy ? high : nullptr);
+      tokens_on_rows(f, c, cb, greedy ? nullptr : res, rb, begin, end, token.data() + r, token_factors.data() + r,
+                     count, k, lower, greedy ? high : nullptr);
     }
   });
   if (!greedy) return y;
