@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .checkpoint import Checkpoint
 from .config import ModelConfig
+from .decoder_stack import native_decoder_stack
 from .gated_deltanet import GatedDeltaNet
 from .hybrid_cache import HybridCache
 from .kernels.expert_stack import ExpertStack
@@ -260,6 +261,8 @@ class QwenModel:
         self.final_norm, self.lm_head, self.dtype = final_norm, lm_head, dtype
         self.kv_dtype = kv_dtype or dtype  # the caches' element type
         self.mtp = mtp  # qwen3_next's multi-token-prediction head, where the checkpoint has one
+        # Few-token passes through all layers in one native call, where that computes the same.
+        self.decoder_stack = None if config.is_recurrent else native_decoder_stack(layers, dtype, ROW_BY_ROW_TOKENS)
 
     def new_cache(self, max_length: int | None = None) -> KVCache:
         c = self.config
@@ -280,8 +283,11 @@ class QwenModel:
         start = cache.length
         cache.reserve(start + tokens.shape[0])
         x = self.embed.rows(tokens)
-        for layer in self.layers:
-            x = layer(x, cache, start)
+        if self.decoder_stack is not None and tokens.shape[0] <= self.decoder_stack.max_tokens:
+            x = self.decoder_stack(x, cache, start)
+        else:
+            for layer in self.layers:
+                x = layer(x, cache, start)
         cache.length = start + tokens.shape[0]
         if on_hidden is not None:
             x = self.final_norm(x)
