@@ -283,6 +283,15 @@ def test_head_outlines_the_enclosing_class_above_the_window(tmp_path):
     assert "def extra_0" not in head  # members below the window are not listed
 
 
+def test_head_has_the_function_whose_next_statement_the_cursor_starts(tmp_path):
+    index = make(tmp_path)
+    text = "def settle(book):\n" + "".join(f"    book.step_{i}()\n" for i in range(40)) + "\n    "
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, 4, (30, len(lines)), 400)
+    assert "def settle(book):" in [s.text for s in result.head]
+
+
 def test_cut_definitions_end_on_a_whole_statement(tmp_path):
     index = make(tmp_path)
     retriever = ContextRetriever(index, count)

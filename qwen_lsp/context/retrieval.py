@@ -126,7 +126,7 @@ class ContextRetriever:
         fresh_line = not lines[line][:col].strip()  # a new statement: what it is, is open
         candidates += self._similar(rel_path, lines, line, col,
                                     SIMILAR_AT_LINE_START if fresh_line else SOURCE_WEIGHT["similar"])
-        head = self._head(rel_path, lines, symbols, line, window, weights) + above
+        head = self._head(rel_path, lines, symbols, line, col, window, weights) + above
 
         if head_budget_tokens is None:
             head_budget_tokens = budget_tokens // 3
@@ -352,14 +352,15 @@ class ContextRetriever:
                 found.append(Snippet(chunk.path, start, end, body, "similar", weight * score / top))
         return found
 
-    def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
+    def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int, col: int,
               window: tuple[int, int], weights: Counter) -> list[Snippet]:
         """Before the window: the definitions enclosing the cursor (a class as its outline
         above the window: what ``self`` has), then the import statements that bind names used
         near it, then the other project imports."""
         head: list[Snippet] = []
+        floor = block_floor(lines[line], col)
         enclosing = [d for d in symbols.definitions
-                     if d.start_line < window[0] and d.end_line >= line]
+                     if d.start_line < window[0] and _encloses(lines, d, line, floor)]
         for definition in enclosing:
             indent = _indent(lines[definition.start_line])
             body = indent + definition.signature.strip()
@@ -463,6 +464,17 @@ def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, se
         for base, attr in _ATTR_RE.findall(text):
             attrs.setdefault(base, set()).add(attr)
     return weights, attrs
+
+
+def _encloses(lines: list[str], definition: Definition, line: int, floor: int) -> bool:
+    """Whether the cursor's block (indentation ``floor``) is inside a definition: within its
+    lines, or below its last statement and indented deeper than its header with nothing less
+    indented between (writing its next statement, which the parse does not count yet)."""
+    if definition.end_line >= line:
+        return True
+    header = indent_width(lines[definition.start_line])
+    return floor > header and not any(leaves_block(text, header + 1)
+                                      for text in lines[definition.end_line + 1:line])
 
 
 def _words(name: str) -> tuple[str, ...]:
