@@ -233,7 +233,7 @@ def test_tab_indented_outlines_and_chunks_cut_inside_a_docstring(tmp_path):
     retriever = ContextRetriever(index, count)
     outline = retriever._render("spec.py", index.symbols("spec.py").definitions[0], "import", 1.0).text
     assert outline.startswith('class Spec:\n\t"""A spec."""\n\tdef m0(self):\n\t\t"""Step 0."""\n')
-    similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 14, 1.0)
+    similar = retriever._similar("other.py", ["x = norm(path)", "doc line"], 0, 14, (0, 2), 1.0)
     assert similar and all(not s.text.lstrip().startswith(("*line", '"""')) for s in similar)
     assert any(s.text == "\treturn path.strip()\n" or s.text.startswith("\treturn path.strip()") for s in similar)
 
@@ -281,6 +281,15 @@ def test_head_outlines_the_enclosing_class_above_the_window(tmp_path):
     assert "        self.owner = owner" in head  # what self has
     assert "    def deposit(self, amount: int) -> int:" in head
     assert "def extra_0" not in head  # members below the window are not listed
+
+
+def test_head_has_the_function_whose_next_statement_the_cursor_starts(tmp_path):
+    index = make(tmp_path)
+    text = "def settle(book):\n" + "".join(f"    book.step_{i}()\n" for i in range(40)) + "\n    "
+    lines = text.split("\n")
+    result = ContextRetriever(index, count).retrieve(
+        "bank/service.py", text, len(lines) - 1, 4, (30, len(lines)), 400)
+    assert "def settle(book):" in [s.text for s in result.head]
 
 
 def test_cut_definitions_end_on_a_whole_statement(tmp_path):
@@ -348,8 +357,19 @@ def test_similar_chunks_are_like_the_definition_the_cursor_is_in(tmp_path):
     index.update_file("bank/ledger.py", "def close_ledger(book):\n    book.archive()\n    return book\n")
     index.update_file("bank/printer.py", "def print_report(report):\n    report.render()\n")
     lines = ["def print_report(report):", "    report.render()", "", "", "def close_ledger(book):", "    "]
-    similar = ContextRetriever(index, count)._similar("bank/service.py", lines, 5, 4, 1.0)
+    similar = ContextRetriever(index, count)._similar("bank/service.py", lines, 5, 4, (0, 6), 1.0)
     assert [s.path for s in similar] == ["bank/ledger.py"]
+
+
+def test_similar_chunks_come_from_the_current_file_outside_the_window_too(tmp_path):
+    index = make(tmp_path)
+    text = ("def close_ledger(book):\n    book.archive()\n    return book\n"
+            + "".join(f"rate_{i} = {i}\n" for i in range(40)) + "def close_journal(book):\n    ")
+    index.update_file("bank/service.py", text)
+    lines = text.split("\n")
+    similar = ContextRetriever(index, count)._similar(
+        "bank/service.py", lines, len(lines) - 1, 4, (len(lines) - 10, len(lines)), 1.0)
+    assert [(s.path, s.start_line) for s in similar] == [("bank/service.py", 0)]
 
 
 def test_similar_chunks_end_on_a_whole_statement(tmp_path):
@@ -357,7 +377,7 @@ def test_similar_chunks_end_on_a_whole_statement(tmp_path):
     body = "".join(f"    book.entry_{i}()\n" for i in range(13)) + "\n    @deprecated(\n        'no'\n    )\n    def reopen(\n        book,"
     index.update_file("bank/ledger.py", "def close_ledger(book):\n" + body + "\n    ):\n        pass\n")
     lines = ["def close_ledger(book):", "    "]
-    similar = ContextRetriever(index, count)._similar("bank/service.py", lines, 1, 4, 1.0)
+    similar = ContextRetriever(index, count)._similar("bank/service.py", lines, 1, 4, (0, 2), 1.0)
     assert similar[0].text.endswith("    book.entry_12()")
 
 
@@ -365,5 +385,5 @@ def test_similar_chunks_do_not_end_inside_a_docstring(tmp_path):
     index = make(tmp_path)
     doc = "".join(f"    ledger line {i}\n" for i in range(20))
     index.update_file("bank/ledger.py", f'book.close_ledger()\nbook.archive()\ndef close_ledger(book):\n    """\n{doc}    """\n')
-    similar = ContextRetriever(index, count)._similar("bank/service.py", ["book.close_ledger("], 0, 19, 1.0)
+    similar = ContextRetriever(index, count)._similar("bank/service.py", ["book.close_ledger("], 0, 19, (0, 1), 1.0)
     assert similar[0].text == "book.close_ledger()\nbook.archive()"

@@ -3,7 +3,8 @@
 Sources, strongest first: definitions of the names used near the cursor (imports resolved to
 their files, then same-named definitions elsewhere in the repo; the call the cursor is in
 first, the file's other project imports after them); calls of that function in other files;
-the sibling test or implementation file; recently edited/viewed regions; chunks similar by identifier overlap.
+the sibling test or implementation file; recently edited/viewed regions; chunks similar by
+identifier overlap (of other files, and of the current file outside the local window).
 The current file's imports, enclosing definitions and the definitions above the local window
 it uses come back apart, as a ``head`` for the prompt builder to put before the window (those
 below it go with the other files' context, keeping the file's order).
@@ -36,6 +37,7 @@ NAMESAKE_WEIGHT = 1.0  # added to an import named like a name on the cursor's li
 CALL_SITES = 3  # calls of that name elsewhere shown
 CONSTANT_WEIGHT = 0.3  # a module-level assignment (alias, constant) says little beyond its name
 SIMILAR_AT_LINE_START = 2.0  # similar code weighs more where a new statement starts
+WINDOW_CHUNKS = 4  # similar chunks of the current file in the window, found and passed over
 MAX_OUTLINE_MEMBERS = 24
 CONTAINER_KINDS = ("class", "interface", "module", "type")  # outlines list their members
 MAX_CHARS_PER_TOKEN = 8  # code rarely packs more characters into one token
@@ -124,9 +126,9 @@ class ContextRetriever:
         candidates += self._sibling(rel_path)
         candidates += self._recent(rel_path)
         fresh_line = not lines[line][:col].strip()  # a new statement: what it is, is open
-        candidates += self._similar(rel_path, lines, line, col,
+        candidates += self._similar(rel_path, lines, line, col, window,
                                     SIMILAR_AT_LINE_START if fresh_line else SOURCE_WEIGHT["similar"])
-        head = self._head(rel_path, lines, symbols, line, window, weights) + above
+        head = self._head(rel_path, lines, symbols, line, col, window, weights) + above
 
         if head_budget_tokens is None:
             head_budget_tokens = budget_tokens // 3
@@ -326,9 +328,10 @@ class ContextRetriever:
         return found
 
     def _similar(self, rel_path: str, lines: list[str], line: int, col: int,
-                 weight: float) -> list[Snippet]:
-        """Chunks of other files like the code at the cursor: its line and the lines above it
-        from the header of the definition it is in (the one before says nothing of it)."""
+                 window: tuple[int, int], weight: float) -> list[Snippet]:
+        """Chunks like the code at the cursor (its line and the lines above it from the header
+        of the definition it is in: the one before says nothing of it), in other files and in
+        the current file outside the window (its sibling functions, the code below the suffix)."""
         start, floor = max(0, line - 12), block_floor(lines[line], col)
         header = next((n for n in range(line - 1, start - 1, -1)
                        if DEFINITION_RE.match(lines[n]) and indent_width(lines[n]) < floor), start)
@@ -336,7 +339,10 @@ class ContextRetriever:
         for word in COMMON_WORDS & query.keys():
             del query[word]
         found = []
-        hits = self.index.chunks.search(query, self.similar_top_k, exclude={rel_path})
+        hits = [(score, chunk) for score, chunk in self.index.chunks.search(
+                    query, self.similar_top_k + WINDOW_CHUNKS)
+                if chunk.path != rel_path or chunk.end_line <= window[0]
+                or chunk.start_line >= window[1]][:self.similar_top_k]
         top = hits[0][0] if hits else 1.0
         for score, chunk in hits:
             text = self.index.text(chunk.path)
@@ -352,14 +358,15 @@ class ContextRetriever:
                 found.append(Snippet(chunk.path, start, end, body, "similar", weight * score / top))
         return found
 
-    def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int,
+    def _head(self, rel_path: str, lines: list[str], symbols: FileSymbols, line: int, col: int,
               window: tuple[int, int], weights: Counter) -> list[Snippet]:
         """Before the window: the definitions enclosing the cursor (a class as its outline
         above the window: what ``self`` has), then the import statements that bind names used
         near it, then the other project imports."""
         head: list[Snippet] = []
+        floor = block_floor(lines[line], col)
         enclosing = [d for d in symbols.definitions
-                     if d.start_line < window[0] and d.end_line >= line]
+                     if d.start_line < window[0] and _encloses(lines, d, line, floor)]
         for definition in enclosing:
             indent = _indent(lines[definition.start_line])
             body = indent + definition.signature.strip()
@@ -463,6 +470,17 @@ def _query(lines: list[str], line: int, col: int) -> tuple[Counter, dict[str, se
         for base, attr in _ATTR_RE.findall(text):
             attrs.setdefault(base, set()).add(attr)
     return weights, attrs
+
+
+def _encloses(lines: list[str], definition: Definition, line: int, floor: int) -> bool:
+    """Whether the cursor's block (indentation ``floor``) is inside a definition: within its
+    lines, or below its last statement and indented deeper than its header with nothing less
+    indented between (writing its next statement, which the parse does not count yet)."""
+    if definition.end_line >= line:
+        return True
+    header = indent_width(lines[definition.start_line])
+    return floor > header and not any(leaves_block(text, header + 1)
+                                      for text in lines[definition.end_line + 1:line])
 
 
 def _words(name: str) -> tuple[str, ...]:

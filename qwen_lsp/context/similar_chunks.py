@@ -88,8 +88,7 @@ class ChunkIndex:
             chunks = [self._chunks[i] for i in self._postings.get(token, ())]
         return sorted(chunks, key=lambda c: (c.path, c.start_line))
 
-    def search(self, query: Counter, top_k: int = 8,
-               exclude: set[str] | None = None) -> list[tuple[float, Chunk]]:
+    def search(self, query: Counter, top_k: int = 8) -> list[tuple[float, Chunk]]:
         """The best-matching chunks for a bag of identifiers, best first."""
         with self._lock:
             n = len(self._chunks)
@@ -108,13 +107,5 @@ class ChunkIndex:
                     chunk = self._chunks[chunk_id]
                     norm = tf * (_K1 + 1) / (tf + _K1 * (1 - _B + _B * chunk.length / avg))
                     scores[chunk_id] = scores.get(chunk_id, 0.0) + weight * norm
-            ranked = sorted(scores.items(), key=lambda item: -item[1])
-            result = []
-            for chunk_id, score in ranked:
-                chunk = self._chunks[chunk_id]
-                if exclude and chunk.path in exclude:
-                    continue
-                result.append((score, chunk))
-                if len(result) >= top_k:
-                    break
-            return result
+            ranked = sorted(scores.items(), key=lambda item: -item[1])[:top_k]
+            return [(score, self._chunks[chunk_id]) for chunk_id, score in ranked]
