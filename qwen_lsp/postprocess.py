@@ -1,6 +1,7 @@
 """Post-processing: turn a raw model continuation into an inline suggestion.
 
-In order: cut at control tokens, drop control characters, strip stray markdown fences; decide single- vs
+In order: cut at control tokens, drop control characters, strip stray markdown fences; drop the
+indentation the model repeats where the cursor already sits at one; decide single- vs
 multi-line from the syntax at the cursor; cut where the enclosing block ends (indentation,
 plus brackets for brace languages); cut where the text starts repeating the suffix; balance
 closing brackets against the rest of the line; drop repeated lines and whitespace-only text.
@@ -52,6 +53,7 @@ def postprocess(raw: str, ctx: CursorContext, max_lines: int = MAX_LINES) -> str
     text = strip_fences(text)
     multiline = ctx.multiline if ctx.multiline is not None else is_multiline_position(ctx)
     lines = text.split("\n")
+    lines[0] = drop_repeated_indent(lines[0], ctx)
     if multiline:
         lines = cut_at_block_end(lines, ctx)[:max_lines]
     else:
@@ -79,6 +81,19 @@ def strip_fences(text: str) -> str:
         if FENCE_RE.match(line):
             return "\n".join(lines[:i])
     return "\n".join(lines)
+
+
+def drop_repeated_indent(first_line: str, ctx: CursorContext) -> str:
+    """The first line without leading whitespace where the cursor already sits at an indentation the
+    model indents again (it re-emits the line's indentation): unless that indentation is no deeper than a
+    line above that opens a block, which the user may not have indented into yet."""
+    before = ctx.line_prefix
+    if not before or before.strip() or first_line[:1] not in (" ", "\t"):
+        return first_line
+    above = next((line for line in reversed(ctx.prefix.split("\n")[:-1]) if line.strip()), "")
+    if _BLOCK_OPENER_RE.search(above.rstrip()) and _indent_width(before) <= _indent_width(above):
+        return first_line
+    return first_line.lstrip(" \t")
 
 
 def is_multiline_position(ctx: CursorContext) -> bool:

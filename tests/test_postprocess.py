@@ -54,6 +54,13 @@ SYNTHETIC = [
     ("unknown language uses text rules", "foo bar\nbaz", "say ", " now\n", None, "foo bar"),
     ("go block", "\n\treturn a + b\n}\n\nfunc g() {}", "func add(a, b int) int {", "\n}\n",
      "go", "\n\treturn a + b"),
+    ("indentation the cursor sits at not repeated", "    return x", "def f(x):\n    y = x\n    ", "\n",
+     "python", "return x"),
+    ("nor into a block already indented into", "\treturn y", "def f(y):\n\tif y:\n\t\t", "\n", "python",
+     "return y"),
+    ("a block not yet indented into keeps it", "    return 1", "def f(x):\n    if x:\n    ", "\n",
+     "python", "    return 1"),
+    ("a line start keeps its indentation", "    return 1", "def f(x):\n", "\n", "python", "    return 1"),
 ]
 
 
