@@ -1,8 +1,8 @@
 // All decoder layers of a few-token pass (decode, speculative verification) in one native call: each
-// layer's x + attention(norm(x)), then x + ffn(norm(x)) (a gated MLP, or for one token the routed experts
-// of a MoE layer), through the very ops the Python layers call, in
-// the same order (so the same numbers), without going back to Python between them. On the 0.5B model
-// Python and the dispatch of a dozen small ops per layer took ~3.5 of a token's ~26 ms.
+// layer's x + attention(norm(x)), then x + ffn(norm(x)) (a gated MLP, or for one token the routed
+// experts of a MoE layer), through the very ops the Python layers call, in the same order (so the same
+// numbers), without going back to Python between them. On the 0.5B model Python and the dispatch of a
+// dozen small ops per layer took ~3.5 of a token's ~26 ms.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -33,15 +33,17 @@ c10::TypedOperatorHandle<Signature> op(const char* name) {
 using Optional = std::optional<at::Tensor>;
 
 at::Tensor decoder_stack(const at::Tensor& x_in, const c10::List<Optional>& layers, at::IntArrayRef qtypes,
-                         at::IntArrayRef routing, at::ArrayRef<double> eps, at::TensorList keys, at::TensorList values, const at::Tensor& cos,
-                         const at::Tensor& sin, int64_t start, int64_t heads, int64_t kv_heads, double scale) {
+                         at::IntArrayRef routing, at::ArrayRef<double> eps, at::TensorList keys,
+                         at::TensorList values, const at::Tensor& cos, const at::Tensor& sin, int64_t start,
+                         int64_t heads, int64_t kv_heads, double scale) {
   static const auto rms_norm = op<at::Tensor(const at::Tensor&, const at::Tensor&, double)>("qwen_ggml::rms_norm");
   static const auto matmuls = op<std::vector<at::Tensor>(const at::Tensor&, at::TensorList, at::IntArrayRef)>(
       "qwen_ggml::quantized_matmuls");
-  static const auto matmul = op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t)>("qwen_ggml::quantized_matmul");
-  static const auto moe = op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, const at::Tensor&,
-                                        const at::Tensor&, const at::Tensor&, int64_t, bool, int64_t, int64_t, int64_t)>(
-      "qwen_ggml::moe_decode");
+  static const auto matmul =
+      op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t)>("qwen_ggml::quantized_matmul");
+  static const auto moe =
+      op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, const at::Tensor&, const at::Tensor&,
+                    const at::Tensor&, int64_t, bool, int64_t, int64_t, int64_t)>("qwen_ggml::moe_decode");
   static const auto silu_mul = op<at::Tensor(at::Tensor, const at::Tensor&)>("qwen_ggml::silu_mul_");
   static const auto attention =
       op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const Optional&, const Optional&,
@@ -78,7 +80,8 @@ at::Tensor decoder_stack(const at::Tensor& x_in, const c10::List<Optional>& laye
                               qtype(kDownType)));
       continue;
     }
-    std::vector<at::Tensor> gate_up = matmuls.call(h, {*tensor(kGate), *tensor(kUp)}, {qtype(kGateType), qtype(kUpType)});
+    const std::vector<at::Tensor> gate_up =
+        matmuls.call(h, {*tensor(kGate), *tensor(kUp)}, {qtype(kGateType), qtype(kUpType)});
     x = at::add(x, matmul.call(silu_mul.call(gate_up[0], gate_up[1]), *tensor(kDown), qtype(kDownType)));
   }
   return x;
@@ -87,8 +90,9 @@ at::Tensor decoder_stack(const at::Tensor& x_in, const c10::List<Optional>& laye
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(qwen_ggml, m) {
-  m.def("decoder_stack(Tensor x, Tensor?[] layers, int[] qtypes, int[] routing, float[] eps, Tensor(a!)[] keys, Tensor(b!)[] values, "
-        "Tensor cos, Tensor sin, int start, int heads, int kv_heads, float scale) -> Tensor");
+  m.def("decoder_stack(Tensor x, Tensor?[] layers, int[] qtypes, int[] routing, float[] eps, "
+        "Tensor(a!)[] keys, Tensor(b!)[] values, Tensor cos, Tensor sin, int start, int heads, int kv_heads, "
+        "float scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(qwen_ggml, CPU, m) { m.impl("decoder_stack", &decoder_stack); }

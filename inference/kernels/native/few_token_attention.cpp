@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "count_dispatch.h"
 #include "vector_math.h"
 #include "work_sharing.h"
 
@@ -191,18 +192,8 @@ void head_values(const float* s, int64_t stride, const T* value, int64_t length,
 // f(first, G) for the query heads sharing a kv head in batches of G <= 8 (what registers hold).
 template <typename F>
 void in_head_batches(int64_t heads, F&& f) {
-  for (int64_t first = 0; first < heads; first += 8) {
-    switch (std::min<int64_t>(8, heads - first)) {
-      case 1: f(first, std::integral_constant<int, 1>{}); break;
-      case 2: f(first, std::integral_constant<int, 2>{}); break;
-      case 3: f(first, std::integral_constant<int, 3>{}); break;
-      case 4: f(first, std::integral_constant<int, 4>{}); break;
-      case 5: f(first, std::integral_constant<int, 5>{}); break;
-      case 6: f(first, std::integral_constant<int, 6>{}); break;
-      case 7: f(first, std::integral_constant<int, 7>{}); break;
-      default: f(first, std::integral_constant<int, 8>{}); break;
-    }
-  }
+  for (int64_t first = 0; first < heads; first += 8)
+    with_count(int(std::min<int64_t>(8, heads - first)), [&](auto batch) { f(first, batch); });
 }
 
 // x[0..d) <- weight * x / rms(x), in place.

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "count_dispatch.h"
 #include "k_quant_scales.h"
 #include "tiled_blocks.h"
 #include "vector_math.h"
@@ -641,16 +642,7 @@ void dot_rows_of(Dot dot, const uint8_t* w, int64_t stride, int64_t first, int64
     const uint8_t* weight_row = w + row * stride;
     for (int64_t t = 0; t < m; t += kMaxRows) {
       const int64_t r = std::min<int64_t>(kMaxRows, m - t);
-      switch (r) {
-        case 1: dot(std::integral_constant<int, 1>{}, weight_row, t, out); break;
-        case 2: dot(std::integral_constant<int, 2>{}, weight_row, t, out); break;
-        case 3: dot(std::integral_constant<int, 3>{}, weight_row, t, out); break;
-        case 4: dot(std::integral_constant<int, 4>{}, weight_row, t, out); break;
-        case 5: dot(std::integral_constant<int, 5>{}, weight_row, t, out); break;
-        case 6: dot(std::integral_constant<int, 6>{}, weight_row, t, out); break;
-        case 7: dot(std::integral_constant<int, 7>{}, weight_row, t, out); break;
-        default: dot(std::integral_constant<int, 8>{}, weight_row, t, out); break;
-      }
+      qwen_native::with_count(int(r), [&](auto rows) { dot(rows, weight_row, t, out); });
       for (int64_t j = 0; j < r; ++j) y[(t + j) * n + row] = out[j];
     }
   }

@@ -376,8 +376,11 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
   const int64_t tiles = tiles_of(k / kGroupValues);
   const std::vector<CoarseFactors> factors = greedy ? coarse_factors(f, acts) : std::vector<CoarseFactors>();
   std::vector<const TileActs*> token(m);
-  std::vector<const CoarseFactors*> token_factors(m);
-  for (int64_t r = 0; r < m; ++r) token[r] = acts.data() + r * tiles, token_factors[r] = factors.data() + r * tiles;
+  std::vector<const CoarseFactors*> token_factors(m, nullptr);  // the coarse pass's only (greedy)
+  for (int64_t r = 0; r < m; ++r) {
+    token[r] = acts.data() + r * tiles;
+    if (greedy) token_factors[r] = factors.data() + r * tiles;
+  }
   at::Tensor y = at::empty({m, n}, x.options());
   float* out = y.data_ptr<float>();
   const uint8_t* c = coarse.data_ptr<uint8_t>();

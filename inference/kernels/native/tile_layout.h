@@ -12,8 +12,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 #include <vector>
+
+#include "count_dispatch.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
     defined(__F16C__)
@@ -49,20 +50,7 @@ inline int64_t crumb_byte(int i, int64_t j) { return 4 * j + i % 4; }
 inline int crumb_shift(int i) { return 2 * (i / 4); }
 inline int crumb(const uint8_t* run, int i, int64_t j) { return (run[crumb_byte(i, j)] >> crumb_shift(i)) & 3; }
 
-// f(std::integral_constant<int, R>) for R = count (1-8): a token count as a template argument.
-template <class F>
-void with_count(int count, F&& f) {
-  switch (count) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 5: return f(std::integral_constant<int, 5>{});
-    case 6: return f(std::integral_constant<int, 6>{});
-    case 7: return f(std::integral_constant<int, 7>{});
-    default: return f(std::integral_constant<int, 8>{});
-  }
-}
+using qwen_native::with_count;
 
 // One tile of one token's activations, rounded to int8 with one scale per 32 values (as the Q8_0
 // kernels round them), in the tiles' order; per group (lane j): the scale, scale * sum of the codes and
