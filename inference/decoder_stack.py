@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 
 class NativeDecoderStack:
-    """The layers' weights, laid out once for `decoder_stack`; call it on passes of up to `max_tokens`."""
+    """The layers' weights, laid out once for `decoder_stack`; call it on passes of up to `max_tokens`.
+
+    Per layer, in decoder_stack.cpp's order (`LayerTensor`, `LayerQtype`, `LayerRouting`, `LayerEps`):
+    15 tensors (None where a model has none), 8 qtypes, 2 routing numbers and 3 norm epsilons."""
 
     def __init__(self, ops, layers: list[DecoderLayer], max_tokens: int):
         self.ops, self.max_tokens = ops, max_tokens
@@ -67,7 +70,8 @@ class NativeDecoderStack:
                                       start, self.heads, self.kv_heads, self.scale)
 
 
-def native_decoder_stack(layers: list[DecoderLayer], dtype: torch.dtype, row_by_row_tokens: int) -> NativeDecoderStack | None:
+def native_decoder_stack(layers: list[DecoderLayer], dtype: torch.dtype,
+                         row_by_row_tokens: int) -> NativeDecoderStack | None:
     """The native stack where it computes what the layers do: fp32, and every layer plain attention
     (native, no output gate) and either a gated MLP or routed experts without a shared one
     (`NativeExperts`, one token a pass), all on native GGML-block kernels. Callers pass it a `KVCache`
