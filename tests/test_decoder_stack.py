@@ -46,3 +46,14 @@ def test_the_native_stack_computes_what_the_python_layers_do(native_ops, tiny_gg
                                                    ("qwen2", QT.Q8_0, torch.bfloat16)])
 def test_models_the_stack_cannot_compute_keep_their_layers(native_ops, tiny_gguf, variant, qtype, dtype):
     assert build_model(open_checkpoint(tiny_gguf(variant, qtype)), dtype=dtype).decoder_stack is None
+
+
+def test_a_layout_that_does_not_fit_the_layers_is_refused(native_ops, tiny_gguf):
+    model = build_model(open_checkpoint(tiny_gguf("qwen2", QT.Q8_0)))
+    stack, cache = model.decoder_stack, model.new_cache(16)
+    cache.reserve(1)
+    cos, sin = stack.rope.tables(1)
+    x = torch.zeros(1, model.config.hidden_size)
+    with pytest.raises(RuntimeError, match="15 tensors, 8 qtypes, 2 routing numbers, 3 epsilons"):
+        native_ops.decoder_stack(x, stack.tensors[:-1], stack.qtypes, stack.routing, stack.eps, cache.keys,
+                                 cache.values, cos, sin, 0, stack.heads, stack.kv_heads, stack.scale)
