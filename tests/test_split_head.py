@@ -80,6 +80,19 @@ def test_a_head_packed_in_slices_releases_each_slice_once_packed_and_equals_one_
     assert torch.equal(sliced.coarse, whole.coarse) and torch.equal(sliced.residual, whole.residual)
 
 
+@pytest.mark.parametrize("qtype,in_features", [(QT.Q8_0, 896), (QT.Q6_K, 512)], ids=lambda v: getattr(v, "name", str(v)))
+def test_an_unsure_step_computes_few_rows_exactly(native_ops, qtype, in_features):
+    """Flat logits leave most rows' coarse bounds within reach of the best lower bound (Q8_0: half to
+    four fifths of them); the exact logits of the most promising rows rule out nearly all of those."""
+    tensor, kernel = split_kernel(native_ops, qtype, in_features, rows=4000, seed=5)
+    x = torch.randn(8, in_features)
+    full, greedy = kernel(x), kernel.greedy_logits(x)
+    assert torch.equal(greedy.argmax(-1), full.argmax(-1))
+    computed = torch.isfinite(greedy)
+    assert torch.equal(greedy[computed], full[computed])
+    assert (computed.sum(-1) < 0.2 * kernel.out_features).all()
+
+
 def test_tied_rows_both_stay_candidates_and_the_first_wins(native_ops):
     tensor = quantized(QT.Q8_0, 300, 256, seed=3)
     raw = tensor.data.reshape(300, -1).clone()
