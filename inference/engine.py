@@ -162,7 +162,7 @@ class Engine:
                 self._draft = MTPDrafter(self.model, self.cache.max_length)
             return self._draft, self._draft_length("mtp", 1, spec.draft_max, reproducible)
         if spec.ngram:
-            drafter = NgramDrafter(spec.min_ngram, spec.max_ngram)
+            drafter = NgramDrafter(spec.min_ngram, spec.max_ngram, self.tokenizer.stop_ids)
             # Free to draft, so free to stop: none while n-gram drafts keep failing (fresh code).
             return drafter, self._draft_length("ngram", 0, spec.ngram_max_draft, reproducible)
         return None, None

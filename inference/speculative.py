@@ -42,12 +42,17 @@ MIN_NGRAM, MAX_NGRAM = 3, 8
 
 class NgramDrafter:
     """Prompt lookup: find the latest earlier occurrence of the context's last n tokens (longest n
-    first) and propose the tokens that followed it. The index grows with the context."""
+    first) and propose the tokens that followed it. The index grows with the context.
 
-    def __init__(self, min_ngram: int = MIN_NGRAM, max_ngram: int = MAX_NGRAM):
+    A draft ends before any of `stop_ids` (the tokens that end generation): past one nothing is
+    wanted, and the control tokens that frame a FIM prompt (<|file_sep|>, <|fim_middle|>) are
+    rarely what the model says there, so each would cost a row of the verification pass."""
+
+    def __init__(self, min_ngram: int = MIN_NGRAM, max_ngram: int = MAX_NGRAM, stop_ids: frozenset[int] = frozenset()):
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError("need 1 <= min_ngram <= max_ngram")
         self.min_ngram, self.max_ngram = min_ngram, max_ngram
+        self.stop_ids = stop_ids
         self._next_after: dict[tuple[int, ...], int] = {}
         self._indexed = 0
 
@@ -57,7 +62,8 @@ class NgramDrafter:
         for n in range(min(self.max_ngram, len(context)), self.min_ngram - 1, -1):
             follows = self._next_after.get(tuple(context[-n:]))
             if follows is not None:
-                return Draft(context[follows : follows + k])
+                draft = context[follows : follows + k]
+                return Draft(next((draft[:i] for i, t in enumerate(draft) if t in self.stop_ids), draft))
         return Draft([])
 
     def _index(self, context: list[int]) -> None:

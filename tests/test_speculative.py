@@ -32,6 +32,14 @@ def test_ngram_drafter_by_default_trusts_the_longest_match_of_three_tokens_or_mo
     assert NgramDrafter().propose([7, 8, 1, 7, 8], 2).tokens == []  # a 2-token match is not enough
 
 
+def test_ngram_drafts_end_before_a_token_that_ends_generation():
+    stop = 99  # e.g. <|file_sep|> after the copied file's last line
+    context = [1, 2, 3, 4, stop, 5, 6, 1, 2, 3]
+    assert NgramDrafter(stop_ids=frozenset({stop})).propose(context, 5).tokens == [4]
+    assert NgramDrafter().propose(context, 5).tokens == [4, stop, 5, 6, 1]
+    assert NgramDrafter(stop_ids=frozenset({stop})).propose(context + [4], 5).tokens == []
+
+
 def test_draft_length_follows_acceptance():
     length = DraftLength(initial=4, minimum=1, maximum=8)
     for _ in range(6):
