@@ -67,6 +67,22 @@ inline void quantize_tile_acts(const float* row, int64_t k, TileActs* out) {
   const int64_t groups = k / kGroupValues;
   std::memset(static_cast<void*>(out), 0, tiles_of(groups) * sizeof(TileActs));
   for (int64_t b = 0; b < k / 32; ++b) {
+#ifdef QWEN_TILES_AVX512  // the same codes as the loops after #else: cvtps rounds to nearest even, as nearbyint
+    const __m512 values[2] = {_mm512_loadu_ps(row + 32 * b), _mm512_loadu_ps(row + 32 * b + 16)};
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(values[0]), _mm512_abs_ps(values[1])));
+    const float scale = amax / 127.f, inverse = amax > 0.f ? 127.f / amax : 0.f;
+    for (int half = 0; half < 2; ++half) {
+      const int64_t group = 2 * b + half, j = group % kTileGroups;
+      TileActs& a = out[group / kTileGroups];
+      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(values[half], _mm512_set1_ps(inverse)));
+      uint32_t quads[4];  // quad t: values 4t..4t+3 of the group, stored at lane j of register t
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(quads), _mm512_cvtsepi32_epi8(q));
+      for (int t = 0; t < 4; ++t) std::memcpy(&a.x[t][4 * j], &quads[t], 4);
+      a.scale[j] = scale;
+      a.scaled_sum[j] = scale * float(_mm512_reduce_add_epi32(q));
+      a.scaled_magnitude[j] = scale * float(_mm512_reduce_add_epi32(_mm512_abs_epi32(q)));
+    }
+#else
     float amax = 0.f;
     for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(row[32 * b + i]));
     const float scale = amax / 127.f, inverse = amax > 0.f ? 127.f / amax : 0.f;
@@ -84,6 +100,7 @@ inline void quantize_tile_acts(const float* row, int64_t k, TileActs* out) {
       a.scaled_sum[j] = scale * float(sum);
       a.scaled_magnitude[j] = scale * float(magnitude);
     }
+#endif
   }
 }
 
