@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -322,6 +323,23 @@ constexpr int64_t kFirstExact = 16;
 // A bound's threshold lowered by the float rounding the bounds may carry.
 float within_rounding(float value) { return value - 1e-3f * (1.f + std::fabs(value)); }
 
+// The rows of [0, n) whose upper bound reaches `reach`, as (lower + upper, row); blocks of 16 rows with
+// none (nearly all) are passed over with one vectorised test each.
+void rows_reaching(const float* lower, const float* upper, int64_t n, float reach,
+                   std::vector<std::pair<float, int64_t>>& out) {
+  out.clear();
+  int64_t base = 0;
+  for (; base + 16 <= n; base += 16) {
+    bool any = false;
+    for (int i = 0; i < 16; ++i) any |= upper[base + i] >= reach;
+    if (!any) continue;
+    for (int64_t row = base; row < base + 16; ++row)
+      if (upper[row] >= reach) out.emplace_back(lower[row] + upper[row], row);
+  }
+  for (int64_t row = base; row < n; ++row)
+    if (upper[row] >= reach) out.emplace_back(lower[row] + upper[row], row);
+}
+
 // ---------------------------------------------------------------- ops
 
 void check_planes(const Format& f, const at::Tensor& coarse, const at::Tensor& residual, int64_t k) {
@@ -409,29 +427,26 @@ at::Tensor split_head_logits(const at::Tensor& x_in, const at::Tensor& coarse, c
   // stays below the best of their exact logits can win, which leaves far fewer to compute.
   constexpr float kNone = -std::numeric_limits<float>::infinity();
   std::vector<std::pair<int64_t, int64_t>> candidates;  // (token, row)
-  std::vector<int64_t> rows;
+  std::vector<std::pair<float, int64_t>> reaching;      // (lower + upper bound, row)
   for (int64_t r = 0; r < m; ++r) {
     float* logits = out + r * n;
     float* up = upper.data() + r * n;
-    rows.clear();
     float reach = within_rounding(qwen_native::max_of(logits, n));
-    for (int64_t row = 0; row < n; ++row)  // rare: a predictable branch
-      if (up[row] >= reach) rows.push_back(row);
-    if (int64_t(rows.size()) > 2 * kFirstExact) {
-      const auto more_promising = [&](int64_t a, int64_t b) { return logits[a] + up[a] > logits[b] + up[b]; };
-      std::nth_element(rows.begin(), rows.begin() + kFirstExact, rows.end(), more_promising);
+    rows_reaching(logits, up, n, reach, reaching);
+    if (int64_t(reaching.size()) > 2 * kFirstExact) {
+      std::nth_element(reaching.begin(), reaching.begin() + kFirstExact, reaching.end(), std::greater<>());
       float best = kNone;
       for (int64_t i = 0; i < kFirstExact; ++i) {
-        const int64_t row = rows[i];
+        const int64_t row = reaching[i].second;
         logits[row] = exact_logit(f, c + row * cb, res + row * rb, token[r], k);
         best = std::max(best, logits[row]);
       }
       reach = std::max(reach, within_rounding(best));
-      for (int64_t i = kFirstExact; i < int64_t(rows.size()); ++i)
-        if (up[rows[i]] >= reach) candidates.emplace_back(r, rows[i]);
-      for (int64_t i = 0; i < kFirstExact; ++i) up[rows[i]] = std::numeric_limits<float>::infinity();  // kept
+      for (int64_t i = kFirstExact; i < int64_t(reaching.size()); ++i)
+        if (up[reaching[i].second] >= reach) candidates.emplace_back(r, reaching[i].second);
+      for (int64_t i = 0; i < kFirstExact; ++i) up[reaching[i].second] = std::numeric_limits<float>::infinity();  // kept
     } else {
-      for (const int64_t row : rows) candidates.emplace_back(r, row);
+      for (const auto& [estimate, row] : reaching) candidates.emplace_back(r, row);
     }
 #pragma omp simd
     for (int64_t row = 0; row < n; ++row) logits[row] = up[row] >= reach ? logits[row] : kNone;
