@@ -162,7 +162,13 @@ class Engine:
                 self._draft = MTPDrafter(self.model, self.cache.max_length)
             return self._draft, self._draft_length("mtp", 1, spec.draft_max, reproducible)
         if spec.ngram:
-            drafter = NgramDrafter(spec.min_ngram, spec.max_ngram, self.tokenizer.stop_ids)
+            # One kept across requests (its index follows the prompt), but not where drafts steer random draws.
+            if reproducible:
+                drafter = NgramDrafter(spec.min_ngram, spec.max_ngram, self.tokenizer.stop_ids)
+            else:
+                if not isinstance(self._draft, NgramDrafter):
+                    self._draft = NgramDrafter(spec.min_ngram, spec.max_ngram, self.tokenizer.stop_ids)
+                drafter = self._draft
             # Free to draft, so free to stop: none while n-gram drafts keep failing (fresh code).
             return drafter, self._draft_length("ngram", 0, spec.ngram_max_draft, reproducible)
         return None, None
