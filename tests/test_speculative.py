@@ -40,20 +40,22 @@ def test_ngram_drafts_end_before_a_token_that_ends_generation():
     assert NgramDrafter(stop_ids=frozenset({stop})).propose(context + [4], 5).tokens == []
 
 
-def test_ngram_index_kept_across_contexts_proposes_only_what_the_current_one_holds():
+def test_ngram_index_follows_the_context_across_requests():
     drafter = NgramDrafter()
     first = [1, 2, 3, 4, 5, 6, 7, 1, 2, 3]
     assert drafter.propose(first, 3).tokens == [4, 5, 6]
-    # The next request shares the first five tokens: "1 2 3" now only occurs at the start; the
-    # index's entry from the old tail (position 10) must not leak into the proposal.
+    assert drafter.propose(first + [4, 5, 6], 3).tokens == [7, 1, 2]
+    # The next request shares the first five tokens: what followed "1 2 3" and "4 5 6" in the
+    # last context's tail must neither leak into proposals nor hide the earlier occurrences.
     second = [1, 2, 3, 4, 5, 9, 9, 1, 2, 3]
     assert drafter.propose(second, 3).tokens == [4, 5, 9]
-    shorter = [1, 2, 3, 8, 1, 2, 3]  # a context shorter than the one indexed
+    assert drafter.propose(second + [4, 5], 2).tokens == [9, 9]
+    shorter = [1, 2, 3, 8, 1, 2, 3]  # shorter than the context indexed
     assert drafter.propose(shorter, 2).tokens == [8, 1]
-    assert drafter.propose([5, 5, 5, 5], 2).tokens == [5]  # unrelated context: only its own n-grams
-    for _ in range(200):  # many unrelated contexts: the index starts over instead of growing
-        drafter.propose([int(t) for t in torch.randint(0, 1000, (50,))], 2)
-    assert len(drafter._next_after) <= 5 * 6 * 50  # cleared past four contexts of n-grams, then one added
+    for context in ([5, 5, 5, 5], [int(t) for t in torch.randint(0, 50, (300,))], first + [4, 5, 6]):
+        fresh = NgramDrafter()
+        assert drafter.propose(context, 4).tokens == fresh.propose(context, 4).tokens
+        assert drafter._followers == fresh._followers  # exactly the index of this context, nothing stale
 
 
 def test_draft_length_follows_acceptance():
