@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .kernels.native_build import native_ops
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -68,9 +70,18 @@ def next_token_distribution(logits: torch.Tensor, config: GenerationConfig, prev
     return probs
 
 
+def greedy_tokens(logits: torch.Tensor) -> list[int]:
+    """The argmax of each row of logits [rows, vocab] (as torch.argmax), natively where the kernels are
+    built: torch.argmax reads a 151,936-entry row in ~0.3 ms, a few percent of a decode step."""
+    ops = native_ops()
+    if ops is not None and logits.dtype == torch.float32 and logits.dim() == 2:
+        return ops.argmax_rows(logits).tolist()
+    return torch.argmax(logits, dim=-1).tolist()
+
+
 def choose_token(logits: torch.Tensor, config: GenerationConfig, previous: list[int],
                  generator: torch.Generator | None) -> int:
     if config.greedy:
-        return int(torch.argmax(logits))
+        return greedy_tokens(logits.reshape(1, -1))[0]
     probs = next_token_distribution(logits, config, previous)
     return int(torch.multinomial(probs, 1, generator=generator))

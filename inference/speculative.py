@@ -18,7 +18,7 @@ import torch
 from .kv_cache import KVCache
 from .model import QwenModel
 from .mtp import MultiTokenPredictor
-from .sampling import GenerationConfig, next_token_distribution
+from .sampling import GenerationConfig, greedy_tokens, next_token_distribution
 
 
 @dataclass
@@ -114,7 +114,7 @@ class DraftModelDrafter:
         draft = Draft([], None if config.greedy else [])
         for i in range(k):
             if config.greedy:
-                token = int(torch.argmax(logits))
+                token = greedy_tokens(logits.reshape(1, -1))[0]
             else:
                 q = next_token_distribution(logits, config, context + draft.tokens)
                 token = int(torch.multinomial(q, 1, generator=generator))
@@ -191,7 +191,7 @@ class MTPDrafter:
         draft = Draft([], None if config.greedy else [])
         for i in range(k):
             if config.greedy:
-                token = int(torch.argmax(logits))
+                token = greedy_tokens(logits.reshape(1, -1))[0]
             else:
                 q = next_token_distribution(logits, config, context + draft.tokens)
                 token = int(torch.multinomial(q, 1, generator=generator))
@@ -277,7 +277,7 @@ class DraftLength:
 
 def verify_greedy(logits: torch.Tensor, drafts: list[int]) -> tuple[int, int]:
     """logits[i] follows drafts[:i]. Returns (accepted drafts, the target's next token after them)."""
-    predicted = torch.argmax(logits, dim=-1).tolist()
+    predicted = greedy_tokens(logits)
     accepted = 0
     while accepted < len(drafts) and drafts[accepted] == predicted[accepted]:
         accepted += 1

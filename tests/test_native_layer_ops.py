@@ -112,3 +112,19 @@ def test_rms_norm_and_silu_mul_in_place_match_tensor_code(native_ops):
     out = native_ops.silu_mul_(gate, up)
     assert out.data_ptr() == gate.data_ptr()  # in place
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 151936])
+def test_argmax_rows_picks_as_torch_argmax_does(native_ops, n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(7, n, generator=g)
+    x[1] = float("-inf")  # nothing above -inf: the first entry
+    x[2] = 0.5  # all equal: the first entry
+    x[3, n // 2] = float("nan")  # a NaN counts as largest
+    x[4, -1] = 1e9  # the largest last, past the vector blocks
+    x[5, n // 3] = x[5, -1] = 1e9  # equal largest entries: the first
+    x[6] = float("-inf")
+    x[6, :: max(1, n // 10)] = torch.randn(len(range(0, n, max(1, n // 10))), generator=g)  # a greedy head's output
+    assert native_ops.argmax_rows(x).tolist() == torch.argmax(x, dim=-1).tolist()
+    with pytest.raises(RuntimeError, match="float32"):
+        native_ops.argmax_rows(x.double())
