@@ -219,14 +219,11 @@ class DraftLength:
     # Until measured: each extra row costs this share of a one-row pass (memory-bound decoding).
     PRIOR_ROW_SHARE = 0.1
     PRIOR_ACCEPTANCE = 0.7
-    # `memory`: the weight an estimate keeps at each step. Simulated on the greedy outputs of three
-    # typing traces of this repository (0.5B, n-gram drafts, a verification row at 0.16-0.22 of a step),
-    # 0.5 drafted 1-18% faster on edits than 0.7 and the same on fresh code (0.3: less steady).
     # While drafting nothing (length 0), the acceptance estimate creeps back toward the prior by this
     # share per step, so drafting is tried again now and then (the text may have turned repetitive).
     RETRY_DRIFT = 0.05
 
-    def __init__(self, initial: int = 4, minimum: int = 1, maximum: int = 16, memory: float = 0.5,
+    def __init__(self, initial: int = 4, minimum: int = 1, maximum: int = 16, memory: float = 0.7,
                  timed: bool = True):
         self.minimum, self.maximum, self.memory = minimum, maximum, memory
         self.timed = timed  # False: the prior costs stand, so the lengths depend on acceptance alone
