@@ -79,9 +79,14 @@ def greedy_tokens(logits: torch.Tensor) -> list[int]:
     return torch.argmax(logits, dim=-1).tolist()
 
 
+def greedy_token(logits: torch.Tensor) -> int:
+    """The argmax of one row of logits [vocab] (`greedy_tokens`)."""
+    return greedy_tokens(logits.reshape(1, -1))[0]
+
+
 def choose_token(logits: torch.Tensor, config: GenerationConfig, previous: list[int],
                  generator: torch.Generator | None) -> int:
     if config.greedy:
-        return greedy_tokens(logits.reshape(1, -1))[0]
+        return greedy_token(logits)
     probs = next_token_distribution(logits, config, previous)
     return int(torch.multinomial(probs, 1, generator=generator))

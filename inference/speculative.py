@@ -18,7 +18,7 @@ import torch
 from .kv_cache import KVCache
 from .model import QwenModel
 from .mtp import MultiTokenPredictor
-from .sampling import GenerationConfig, greedy_tokens, next_token_distribution
+from .sampling import GenerationConfig, greedy_token, greedy_tokens, next_token_distribution
 
 
 @dataclass
@@ -81,10 +81,10 @@ class NgramDrafter:
         keep = min(common, len(old) - 1, len(context) - 1)  # positions 1 .. keep stay
         for p in range(len(old) - 1, keep, -1):  # the last first: each is its n-grams' last position
             for n in range(self.min_ngram, min(self.max_ngram, p) + 1):
-                positions = self._followers[tuple(old[p - n : p])]
-                positions.pop()
-                if not positions:
-                    del self._followers[tuple(old[p - n : p])]
+                key = tuple(old[p - n : p])
+                self._followers[key].pop()
+                if not self._followers[key]:
+                    del self._followers[key]
         for p in range(max(keep + 1, 1), len(context)):
             for n in range(self.min_ngram, min(self.max_ngram, p) + 1):
                 self._followers.setdefault(tuple(context[p - n : p]), []).append(p)
@@ -114,7 +114,7 @@ class DraftModelDrafter:
         draft = Draft([], None if config.greedy else [])
         for i in range(k):
             if config.greedy:
-                token = greedy_tokens(logits.reshape(1, -1))[0]
+                token = greedy_token(logits)
             else:
                 q = next_token_distribution(logits, config, context + draft.tokens)
                 token = int(torch.multinomial(q, 1, generator=generator))
@@ -191,7 +191,7 @@ class MTPDrafter:
         draft = Draft([], None if config.greedy else [])
         for i in range(k):
             if config.greedy:
-                token = greedy_tokens(logits.reshape(1, -1))[0]
+                token = greedy_token(logits)
             else:
                 q = next_token_distribution(logits, config, context + draft.tokens)
                 token = int(torch.multinomial(q, 1, generator=generator))

@@ -67,8 +67,9 @@ typedef int32_t Int16 __attribute__((vector_size(64)));
 int64_t argmax_of(const float* s, int64_t n) {
   Vec16 top = Vec16{} - INFINITY;
   Int16 at = Int16{} - 1, lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, nan = Int16{};
+  const int64_t vector_end = n < (int64_t(1) << 31) ? n / 16 * 16 : 0;  // lanes hold int32 indices
   int64_t j = 0;
-  for (; j + 16 <= n && n < (int64_t(1) << 31); j += 16) {  // per lane: its largest and where it first was
+  for (; j < vector_end; j += 16) {  // per lane: its largest and where it first was
     const Vec16 v = load16(s + j);
     const Int16 larger = v > top;
     top = larger ? v : top;
